@@ -1,0 +1,242 @@
+-- The SQL API of wallet_ext. Functions that write are C functions (src/api.rs) running as the
+-- extension owner (SECURITY DEFINER) with a pinned search_path; ordinary roles cannot write the
+-- tables, so these functions are the only way money moves. Reading functions run as the caller,
+-- who needs wallet_reader (or wallet_operator, which includes it).
+-- Every rejection raises a SQLSTATE of class WA; see README.md for the table.
+
+-- ---- currencies and accounts -----------------------------------------------------------------
+
+CREATE FUNCTION wallet.create_currency(code text, scale integer DEFAULT 2)
+RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_create_currency';
+COMMENT ON FUNCTION wallet.create_currency(text, integer) IS
+    'Creates a currency (3-8 chars A-Z/0-9, minor-unit scale 0-18) and its system account; returns the system account id.';
+
+CREATE FUNCTION wallet.open_account(currency text, owner text DEFAULT NULL,
+                                    metadata jsonb DEFAULT '{}', allow_overdraft boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_open_account';
+COMMENT ON FUNCTION wallet.open_account(text, text, jsonb, boolean) IS
+    'Opens an active account in a currency; returns its id. No overdraft unless allow_overdraft.';
+
+CREATE FUNCTION wallet.freeze_account(account_id bigint)
+RETURNS boolean
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_freeze_account';
+COMMENT ON FUNCTION wallet.freeze_account(bigint) IS
+    'Freezes an account (no transfers in or out); true if it changed, false if it was frozen already.';
+
+CREATE FUNCTION wallet.unfreeze_account(account_id bigint)
+RETURNS boolean
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_unfreeze_account';
+COMMENT ON FUNCTION wallet.unfreeze_account(bigint) IS
+    'Makes a frozen account active again; true if it changed, false if it was active already.';
+
+CREATE FUNCTION wallet.close_account(account_id bigint)
+RETURNS boolean
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_close_account';
+COMMENT ON FUNCTION wallet.close_account(bigint) IS
+    'Closes an empty account for good (balance and pending amounts 0); true if it changed.';
+
+CREATE FUNCTION wallet.balance(account_id bigint)
+RETURNS bigint
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_balance';
+COMMENT ON FUNCTION wallet.balance(bigint) IS 'The posted balance of an account, in minor units.';
+
+-- ---- money movement --------------------------------------------------------------------------
+
+CREATE FUNCTION wallet.transfer(debit_account_id bigint, credit_account_id bigint, amount bigint,
+                                idempotency_key text DEFAULT NULL, metadata jsonb DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_transfer';
+COMMENT ON FUNCTION wallet.transfer(bigint, bigint, bigint, text, jsonb) IS
+    'Moves amount (minor units) from the debit to the credit account atomically; returns the transfer id (its event seq). A repeated idempotency key returns the first answer.';
+
+CREATE FUNCTION wallet.deposit(account_id bigint, amount bigint,
+                               idempotency_key text DEFAULT NULL, metadata jsonb DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_deposit';
+COMMENT ON FUNCTION wallet.deposit(bigint, bigint, text, jsonb) IS
+    'Transfer from the currency''s system account into the account; returns the transfer id.';
+
+CREATE FUNCTION wallet.withdraw(account_id bigint, amount bigint,
+                                idempotency_key text DEFAULT NULL, metadata jsonb DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_withdraw';
+COMMENT ON FUNCTION wallet.withdraw(bigint, bigint, text, jsonb) IS
+    'Transfer from the account to the currency''s system account; returns the transfer id.';
+
+-- ---- reading ---------------------------------------------------------------------------------
+
+-- Shared by the reading functions: the same rejections, with the same SQLSTATEs, as the C ones.
+CREATE FUNCTION wallet._require_account(account_id bigint) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF account_id IS NULL THEN
+        RAISE EXCEPTION 'invalid argument account_id: must not be NULL' USING ERRCODE = 'WA016';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.accounts AS a WHERE a.id = account_id) THEN
+        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'WA001';
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION wallet._require_page(max_rows integer) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'invalid argument max_rows: must be between 1 and 10000, got %',
+            coalesce(max_rows::text, 'NULL') USING ERRCODE = 'WA016';
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION wallet.get_account(account_id bigint)
+RETURNS wallet.accounts
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    result wallet.accounts;
+BEGIN
+    PERFORM wallet._require_account(account_id);
+    SELECT * INTO result FROM wallet.accounts AS a WHERE a.id = account_id;
+    RETURN result;
+END
+$fn$;
+COMMENT ON FUNCTION wallet.get_account(bigint) IS 'One account: currency, owner, status, balances.';
+
+CREATE FUNCTION wallet.list_accounts(owner text DEFAULT NULL, currency text DEFAULT NULL,
+                                     after_id bigint DEFAULT 0, max_rows integer DEFAULT 100)
+RETURNS SETOF wallet.accounts
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM wallet._require_page(max_rows);
+    RETURN QUERY
+        SELECT a.* FROM wallet.accounts AS a
+         WHERE (list_accounts.owner IS NULL OR a.owner = list_accounts.owner)
+           AND (list_accounts.currency IS NULL OR a.currency = list_accounts.currency)
+           AND a.id > coalesce(after_id, 0)
+         ORDER BY a.id
+         LIMIT max_rows;
+END
+$fn$;
+COMMENT ON FUNCTION wallet.list_accounts(text, text, bigint, integer) IS
+    'Accounts by owner and/or currency, in id order, paged with after_id (keyset) and max_rows.';
+
+CREATE FUNCTION wallet.statement(account_id bigint, after_seq bigint DEFAULT 0,
+                                 max_rows integer DEFAULT 100)
+RETURNS TABLE (seq bigint, occurred_at timestamptz, event_type text,
+               counterparty_account_id bigint, amount bigint, balance bigint,
+               idempotency_key text, metadata jsonb)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM wallet._require_account(account_id);
+    PERFORM wallet._require_page(max_rows);
+    -- Three index paths (debit side, credit side, lifecycle), each cut at max_rows, merged.
+    RETURN QUERY
+        SELECT s.* FROM (
+            (SELECT e.seq, e.occurred_at, e.event_type, e.credit_account_id, -e.amount,
+                    e.debit_balance, e.idempotency_key, e.data
+               FROM wallet.events AS e
+              WHERE e.debit_account_id = statement.account_id AND e.seq > coalesce(after_seq, 0)
+              ORDER BY e.seq LIMIT max_rows)
+            UNION ALL
+            (SELECT e.seq, e.occurred_at, e.event_type, e.debit_account_id, e.amount,
+                    e.credit_balance, e.idempotency_key, e.data
+               FROM wallet.events AS e
+              WHERE e.credit_account_id = statement.account_id AND e.seq > coalesce(after_seq, 0)
+              ORDER BY e.seq LIMIT max_rows)
+            UNION ALL
+            (SELECT e.seq, e.occurred_at, e.event_type, NULL::bigint, NULL::bigint,
+                    CASE WHEN e.event_type = 'account_opened' THEN 0::bigint
+                         ELSE (e.data ->> 'balance')::bigint END,
+                    e.idempotency_key, e.data
+               FROM wallet.events AS e
+              WHERE e.account_id = statement.account_id AND e.seq > coalesce(after_seq, 0)
+                AND e.event_type <> 'currency_created'
+              ORDER BY e.seq LIMIT max_rows)
+        ) AS s (seq, occurred_at, event_type, counterparty_account_id, amount, balance,
+                idempotency_key, metadata)
+        ORDER BY s.seq
+        LIMIT max_rows;
+END
+$fn$;
+COMMENT ON FUNCTION wallet.statement(bigint, bigint, integer) IS
+    'An account''s events in sequence with signed amount and running posted balance; page with after_seq.';
+
+CREATE FUNCTION wallet.get_transfer(transfer_id bigint)
+RETURNS TABLE (transfer_id bigint, occurred_at timestamptz, debit_account_id bigint,
+               credit_account_id bigint, amount bigint, currency text,
+               idempotency_key text, metadata jsonb)
+LANGUAGE sql STABLE AS $fn$
+    SELECT e.seq, e.occurred_at, e.debit_account_id, e.credit_account_id, e.amount, e.currency,
+           e.idempotency_key, e.data
+      FROM wallet.events AS e
+     WHERE e.seq = $1 AND e.event_type = 'transfer'
+$fn$;
+COMMENT ON FUNCTION wallet.get_transfer(bigint) IS 'One transfer by id; no row when there is none.';
+
+-- Replays the whole event log and compares with the stored state: one row per account whose
+-- replayed balance or status differs from the stored one, or that exists on one side only.
+-- No rows = consistent.
+CREATE FUNCTION wallet.verify()
+RETURNS TABLE (account_id bigint, stored_balance bigint, replayed_balance numeric,
+               stored_status text, replayed_status text)
+LANGUAGE sql STABLE AS $fn$
+    WITH movements AS (
+        SELECT e.debit_account_id AS account_id, -e.amount::numeric AS delta
+          FROM wallet.events AS e WHERE e.event_type = 'transfer'
+        UNION ALL
+        SELECT e.credit_account_id, e.amount::numeric
+          FROM wallet.events AS e WHERE e.event_type = 'transfer'
+    ), balances AS (
+        SELECT m.account_id, sum(m.delta) AS balance FROM movements AS m GROUP BY m.account_id
+    ), statuses AS (
+        SELECT DISTINCT ON (e.account_id) e.account_id,
+               CASE e.event_type WHEN 'account_opened' THEN 'active'
+                                 WHEN 'account_frozen' THEN 'frozen'
+                                 WHEN 'account_unfrozen' THEN 'active'
+                                 WHEN 'account_closed' THEN 'closed' END AS status
+          FROM wallet.events AS e
+         WHERE e.event_type IN ('account_opened', 'account_frozen', 'account_unfrozen', 'account_closed')
+         ORDER BY e.account_id, e.seq DESC
+    ), replayed AS (
+        SELECT s.account_id, coalesce(b.balance, 0) AS balance, s.status
+          FROM statuses AS s LEFT JOIN balances AS b USING (account_id)
+        UNION ALL  -- money moved for an account that was never opened
+        SELECT b.account_id, b.balance, NULL
+          FROM balances AS b WHERE NOT EXISTS (SELECT 1 FROM statuses AS s WHERE s.account_id = b.account_id)
+    )
+    SELECT coalesce(a.id, r.account_id), a.balance, r.balance, a.status, r.status
+      FROM wallet.accounts AS a
+      FULL JOIN replayed AS r ON r.account_id = a.id
+     WHERE a.id IS NULL OR r.account_id IS NULL
+        OR a.balance::numeric IS DISTINCT FROM r.balance
+        OR a.status IS DISTINCT FROM r.status
+     ORDER BY 1
+$fn$;
+COMMENT ON FUNCTION wallet.verify() IS
+    'Replays the event log; returns the accounts whose stored state differs from the replay (none = consistent).';
+
+-- The invariants an auditor checks first, per currency: the balances sum to exactly 0, and no
+-- account without overdraft permission is below zero (counting outgoing reservations).
+CREATE FUNCTION wallet.trial_balance()
+RETURNS TABLE (currency text, accounts bigint, total_balance numeric,
+               forbidden_negative_accounts bigint)
+LANGUAGE sql STABLE AS $fn$
+    SELECT c.code, count(a.id), coalesce(sum(a.balance::numeric), 0),
+           count(a.id) FILTER (WHERE NOT a.allow_overdraft AND a.balance - a.pending_debit < 0)
+      FROM wallet.currencies AS c
+      LEFT JOIN wallet.accounts AS a ON a.currency = c.code
+     GROUP BY c.code
+     ORDER BY c.code
+$fn$;
+COMMENT ON FUNCTION wallet.trial_balance() IS
+    'Per currency: account count, sum of balances (must be 0), accounts below zero without permission (must be 0).';

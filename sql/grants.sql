@@ -1,0 +1,39 @@
+-- Privileges, applied after every object exists. Nobody but the owner writes the tables; the
+-- event log refuses UPDATE, DELETE and TRUNCATE even to the owner (triggers in schema.sql).
+--   wallet_reader:   read the tables and call the reading functions.
+--   wallet_operator: wallet_reader, plus every function that moves money or changes accounts.
+-- Grant them to application roles: GRANT wallet_operator TO app;
+
+REVOKE ALL ON ALL TABLES IN SCHEMA wallet FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA wallet FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA wallet FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA wallet TO wallet_reader, wallet_operator;
+GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_reader;
+GRANT wallet_reader TO wallet_operator;
+
+GRANT EXECUTE ON FUNCTION
+    wallet.balance(bigint),
+    wallet.get_account(bigint),
+    wallet.list_accounts(text, text, bigint, integer),
+    wallet.statement(bigint, bigint, integer),
+    wallet.get_transfer(bigint),
+    wallet.verify(),
+    wallet.trial_balance(),
+    wallet._require_account(bigint),
+    wallet._require_page(integer)
+TO wallet_reader;
+
+GRANT EXECUTE ON FUNCTION
+    wallet.create_currency(text, integer),
+    wallet.open_account(text, text, jsonb, boolean),
+    wallet.freeze_account(bigint),
+    wallet.unfreeze_account(bigint),
+    wallet.close_account(bigint),
+    wallet.transfer(bigint, bigint, bigint, text, jsonb),
+    wallet.deposit(bigint, bigint, text, jsonb),
+    wallet.withdraw(bigint, bigint, text, jsonb)
+TO wallet_operator;
+
+-- The table-level refusal, on top of the triggers: no role is granted these on the log.
+REVOKE UPDATE, DELETE, TRUNCATE ON wallet.events FROM PUBLIC, wallet_reader, wallet_operator;

@@ -1,0 +1,255 @@
+//! The SQL API's C entry points, declared in `sql/api.sql`. Each one reads its arguments, checks
+//! what needs no stored state (domain), calls storage, and returns one datum.
+//!
+//! Why not `#[pg_extern]`: a rejection must carry its own SQLSTATE (class WA), and pgrx can only
+//! raise the codes Postgres defines. So each entry point runs its body under pgrx's guard (which
+//! turns Rust panics and Postgres errors into ordinary Postgres errors, as `#[pg_extern]` does)
+//! and, once the guard has returned and every Rust value is dropped, raises a rejection itself.
+
+use pgrx::pg_sys::{self, Datum, FunctionCallInfo};
+use pgrx::{FromDatum, IntoDatum};
+
+use crate::domain::{self, StatusCommand};
+use crate::error::{raise, PendingError, WalletError, WalletResult};
+use crate::spi::Connection;
+use crate::storage::{self, TransferCall};
+
+/// Declares `$name` (and its `pg_finfo_$name` record) as a version-1 C function whose body
+/// returns `WalletResult<Option<Datum>>` (None = SQL NULL).
+macro_rules! entry_point {
+    ($name:ident, $finfo:ident, |$fcinfo:ident| $body:block) => {
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub unsafe extern "C-unwind" fn $name($fcinfo: FunctionCallInfo) -> Datum {
+            // SAFETY: called by the function manager with a valid fcinfo; this frame owns
+            // nothing that needs dropping when `raise` jumps out of it.
+            unsafe {
+                let outcome: Result<Option<Datum>, PendingError> =
+                    pgrx::pgrx_extern_c_guard(|| {
+                        let result: WalletResult<Option<Datum>> = (|| $body)();
+                        result.map_err(PendingError::from)
+                    });
+                match outcome {
+                    Ok(Some(datum)) => datum,
+                    Ok(None) => pgrx::fcinfo::pg_return_null($fcinfo),
+                    Err(pending) => raise(pending),
+                }
+            }
+        }
+    };
+}
+
+// ---- argument access -------------------------------------------------------------------------
+
+fn arg_datum(fcinfo: FunctionCallInfo, n: usize) -> Option<Datum> {
+    // SAFETY: every entry point is declared in api.sql with at least n + 1 arguments.
+    unsafe {
+        if pgrx::fcinfo::pg_arg_is_null(fcinfo, n) {
+            None
+        } else {
+            Some(pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, n))
+        }
+    }
+}
+
+fn arg<T: FromDatum>(fcinfo: FunctionCallInfo, n: usize) -> Option<T> {
+    // SAFETY: the argument types in api.sql match the Rust types read here.
+    unsafe { pgrx::fcinfo::pg_getarg::<T>(fcinfo, n) }
+}
+
+fn required<T>(value: Option<T>, argument: &'static str) -> WalletResult<T> {
+    value.ok_or(WalletError::InvalidArgument {
+        argument,
+        reason: "must not be NULL".into(),
+    })
+}
+
+/// A jsonb metadata argument: an object of at most METADATA_SIZE_MAX bytes. Returns the
+/// detoasted datum, ready to pass on to SPI.
+fn metadata_arg(datum: Option<Datum>, argument: &'static str) -> WalletResult<Option<Datum>> {
+    const JB_FOBJECT: u32 = 0x2000_0000;
+    let Some(datum) = datum else { return Ok(None) };
+    // SAFETY: the datum is a jsonb (declared so in api.sql); detoasting yields a varlena whose
+    // data starts with the root container's 4-byte header.
+    unsafe {
+        let detoasted = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+        let size = pgrx::varlena::varsize_any_exhdr(detoasted);
+        if size > domain::METADATA_SIZE_MAX {
+            return Err(WalletError::InvalidArgument {
+                argument,
+                reason: format!(
+                    "must be at most {} bytes of jsonb, got {size}",
+                    domain::METADATA_SIZE_MAX
+                ),
+            });
+        }
+        let data = pgrx::varlena::vardata_any(detoasted) as *const u8;
+        let header = u32::from_ne_bytes(std::ptr::read_unaligned(data as *const [u8; 4]));
+        if size < 4 || header & JB_FOBJECT == 0 {
+            return Err(WalletError::InvalidArgument {
+                argument,
+                reason: "must be a jsonb object".into(),
+            });
+        }
+        Ok(Some(Datum::from(detoasted)))
+    }
+}
+
+/// The idempotency key argument: its text (for hashing and messages) and its datum (for SPI).
+fn key_arg(fcinfo: FunctionCallInfo, n: usize) -> Option<(&'static str, Datum)> {
+    let datum = arg_datum(fcinfo, n)?;
+    let text: &'static str = arg(fcinfo, n).expect("a non-NULL text argument");
+    Some((text, datum))
+}
+
+// ---- currencies and accounts -----------------------------------------------------------------
+
+entry_point!(
+    wallet_create_currency,
+    pg_finfo_wallet_create_currency,
+    |fcinfo| {
+        let code: &str = required(arg(fcinfo, 0), "code")?;
+        let scale: i32 = required(arg(fcinfo, 1), "scale")?;
+        domain::check_currency(code, scale)?;
+        let conn = Connection::open();
+        Ok(storage::create_currency(&conn, code, scale)?.into_datum())
+    }
+);
+
+entry_point!(
+    wallet_open_account,
+    pg_finfo_wallet_open_account,
+    |fcinfo| {
+        let currency: &str = required(arg(fcinfo, 0), "currency")?;
+        let owner: Option<&str> = arg(fcinfo, 1);
+        if let Some(owner) = owner {
+            if owner.len() > domain::OWNER_LENGTH_MAX {
+                return Err(WalletError::InvalidArgument {
+                    argument: "owner",
+                    reason: format!(
+                        "must be at most {} bytes, got {}",
+                        domain::OWNER_LENGTH_MAX,
+                        owner.len()
+                    ),
+                });
+            }
+        }
+        let metadata = metadata_arg(arg_datum(fcinfo, 2), "metadata")?;
+        let metadata = required(metadata, "metadata")?;
+        let allow_overdraft: bool = required(arg(fcinfo, 3), "allow_overdraft")?;
+        let conn = Connection::open();
+        let id = storage::open_account(
+            &conn,
+            currency,
+            arg_datum(fcinfo, 1),
+            metadata,
+            allow_overdraft,
+        )?;
+        Ok(id.into_datum())
+    }
+);
+
+fn status_command(fcinfo: FunctionCallInfo, command: StatusCommand) -> WalletResult<Option<Datum>> {
+    let account_id: i64 = required(arg(fcinfo, 0), "account_id")?;
+    let conn = Connection::open();
+    Ok(storage::change_status(&conn, account_id, command)?.into_datum())
+}
+
+entry_point!(
+    wallet_freeze_account,
+    pg_finfo_wallet_freeze_account,
+    |fcinfo| { status_command(fcinfo, StatusCommand::Freeze) }
+);
+
+entry_point!(
+    wallet_unfreeze_account,
+    pg_finfo_wallet_unfreeze_account,
+    |fcinfo| { status_command(fcinfo, StatusCommand::Unfreeze) }
+);
+
+entry_point!(
+    wallet_close_account,
+    pg_finfo_wallet_close_account,
+    |fcinfo| { status_command(fcinfo, StatusCommand::Close) }
+);
+
+entry_point!(wallet_balance, pg_finfo_wallet_balance, |fcinfo| {
+    let account_id: i64 = required(arg(fcinfo, 0), "account_id")?;
+    let conn = Connection::open();
+    Ok(storage::account(&conn, account_id)?.balance.into_datum())
+});
+
+// ---- money movement --------------------------------------------------------------------------
+
+/// Shared tail of transfer, deposit and withdraw: validate, then post.
+fn post_transfer(
+    conn: &Connection,
+    debit_account_id: Option<i64>,
+    credit_account_id: Option<i64>,
+    amount: Option<i64>,
+    idempotency_key: Option<(&str, Datum)>,
+    metadata: Option<Datum>,
+) -> WalletResult<Option<Datum>> {
+    let request = domain::check_transfer_arguments(
+        debit_account_id,
+        credit_account_id,
+        amount,
+        idempotency_key.map(|(text, _)| text),
+    )?;
+    let metadata = metadata_arg(metadata, "metadata")?;
+    let call = TransferCall {
+        request,
+        idempotency_key,
+        metadata,
+    };
+    Ok(storage::transfer(conn, &call)?.into_datum())
+}
+
+entry_point!(wallet_transfer, pg_finfo_wallet_transfer, |fcinfo| {
+    let conn = Connection::open();
+    post_transfer(
+        &conn,
+        arg(fcinfo, 0),
+        arg(fcinfo, 1),
+        arg(fcinfo, 2),
+        key_arg(fcinfo, 3),
+        arg_datum(fcinfo, 4),
+    )
+});
+
+/// Deposit (`into_account` = true) or withdrawal against the currency's system account.
+fn settle(fcinfo: FunctionCallInfo, into_account: bool) -> WalletResult<Option<Datum>> {
+    let account_id: i64 = required(arg(fcinfo, 0), "account_id")?;
+    let amount: Option<i64> = arg(fcinfo, 1);
+    domain::check_amount(amount, Some(account_id))?;
+    let conn = Connection::open();
+    let system = storage::system_account_of(&conn, account_id)?;
+    let (debit, credit) = if into_account {
+        (system, account_id)
+    } else {
+        (account_id, system)
+    };
+    post_transfer(
+        &conn,
+        Some(debit),
+        Some(credit),
+        amount,
+        key_arg(fcinfo, 2),
+        arg_datum(fcinfo, 3),
+    )
+}
+
+entry_point!(wallet_deposit, pg_finfo_wallet_deposit, |fcinfo| {
+    settle(fcinfo, true)
+});
+
+entry_point!(wallet_withdraw, pg_finfo_wallet_withdraw, |fcinfo| {
+    settle(fcinfo, false)
+});

@@ -1,0 +1,32 @@
+//! wallet_ext: a digital-wallet engine inside Postgres.
+//!
+//! A pipeline of small modules: `api` (the C entry points of the SQL API, thin) -> `domain`
+//! (rules, pure Rust) and `storage` (every SQL statement, through `spi`), with `error` holding
+//! every rejection and its SQLSTATE. The schema and the SQL declarations live in `sql/`.
+
+use pgrx::prelude::*;
+
+pub mod api;
+pub mod domain;
+pub mod error;
+pub mod spi;
+pub mod storage;
+
+::pgrx::pg_module_magic!();
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/api.sql", name = "api", requires = ["schema"]);
+extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
