@@ -1,0 +1,15 @@
+-- wallet_ext regression suite. Run in order in a fresh database by scripts/test.sh.
+-- Rejections are shown by psql as "ERROR:  message", followed by their SQLSTATE
+-- (\echo :LAST_ERROR_SQLSTATE).
+CREATE EXTENSION wallet_ext;
+SELECT extname, extversion, nspname AS schema
+  FROM pg_extension JOIN pg_namespace ON pg_namespace.oid = extnamespace
+ WHERE extname = 'wallet_ext';
+-- The API: every function in schema wallet, with its security mode.
+SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS arguments,
+       pg_get_function_result(p.oid) AS result, p.prosecdef AS security_definer,
+       p.proconfig AS settings
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'wallet' AND p.proname NOT LIKE '\_%' AND p.prorettype <> 'trigger'::regtype
+ ORDER BY p.proname;
+SELECT rolname FROM pg_roles WHERE rolname LIKE 'wallet\_%' ORDER BY 1;
