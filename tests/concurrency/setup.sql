@@ -1,0 +1,49 @@
+-- Concurrency scenario: 200 accounts of 100,000 each in currency CON, and a helper that performs
+-- one random step and records every effect it saw, so the checks can compare effects with events.
+CREATE EXTENSION wallet_ext;
+CREATE SCHEMA conc;
+SELECT wallet.create_currency('CON') AS system_account \gset
+CREATE TABLE conc.acct (i int PRIMARY KEY, id bigint NOT NULL);
+INSERT INTO conc.acct SELECT i, wallet.open_account('CON', 'conc-' || i) FROM generate_series(1, 200) i;
+SELECT count(wallet.deposit(id, 100000)) FROM conc.acct;
+-- Every successful call, as the client saw it (rolled back with the client's transaction).
+CREATE TABLE conc.effects (transfer_id bigint NOT NULL, idempotency_key text, client int);
+CREATE TABLE conc.baseline AS
+    SELECT (SELECT max(seq) FROM wallet.events) AS last_seq,
+           (SELECT sum(balance) FROM wallet.accounts WHERE NOT is_system) AS customer_total;
+
+-- One step: r in 1..6 plain transfer, 7..9 keyed transfer (parameters derived from the key, so
+-- every call with key k asks for the same transfer), 10 reads. Only insufficient funds (WA008)
+-- is expected and swallowed; any other error fails the pgbench client, and thus the test.
+CREATE FUNCTION conc.step(a int, b int, amount bigint, k int, r int, client int) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    debit bigint; credit bigint; key text; id bigint;
+BEGIN
+    IF r <= 9 THEN
+        IF r <= 6 THEN
+            IF a = b THEN b := a % 200 + 1; END IF;
+            key := NULL;
+        ELSE
+            a := k % 200 + 1;
+            b := (k * 7 + 3) % 200 + 1;
+            IF a = b THEN b := a % 200 + 1; END IF;
+            amount := k % 500 + 1;
+            key := 'conc-' || k;
+        END IF;
+        SELECT x.id INTO debit FROM conc.acct x WHERE x.i = a;
+        SELECT x.id INTO credit FROM conc.acct x WHERE x.i = b;
+        BEGIN
+            id := wallet.transfer(debit, credit, amount, key);
+        EXCEPTION WHEN SQLSTATE 'WA008' THEN
+            RETURN 'WA008';
+        END;
+        INSERT INTO conc.effects VALUES (id, key, client);
+        RETURN 'ok';
+    END IF;
+    SELECT x.id INTO debit FROM conc.acct x WHERE x.i = a;
+    PERFORM wallet.balance(debit);
+    PERFORM count(*) FROM wallet.statement(debit, 0, 20);
+    RETURN 'read';
+END
+$$;
