@@ -3,13 +3,14 @@
 #   1. cargo pgrx test: the pure-Rust #[test]s (domain rules) and the in-process #[pg_test]s;
 #   2. the pg_regress suite in pg_test/ (the documented behaviour of every function);
 #   3. the concurrency test (tests/concurrency.sh: pgbench clients at READ COMMITTED and
-#      SERIALIZABLE, then the invariants).
+#      SERIALIZABLE, then the invariants);
+#   4. pg_dump / pg_restore (tests/dump_restore.sh).
 # Prints one closing line "N passed, N failed" and exits non-zero when anything failed.
 # WALLET_TESTS="unit regress concurrency" picks a subset.
 source "$(dirname "$0")/lib.sh"
 
 TEST_PORT="${WALLET_TEST_PORT:-54362}"
-SUITES="${WALLET_TESTS:-unit regress concurrency}"
+SUITES="${WALLET_TESTS:-unit regress concurrency dump}"
 passed=0
 failed=0
 failures=()
@@ -31,7 +32,7 @@ if [[ " $SUITES " == *" unit "* ]]; then
     record "cargo pgrx test" "$status"
 fi
 
-if [[ " $SUITES " == *" regress "* || " $SUITES " == *" concurrency "* ]]; then
+if [[ " $SUITES " =~ " "(regress|concurrency|dump)" " ]]; then
     install_extension
     cluster_start test "$TEST_PORT"
 fi
@@ -60,6 +61,15 @@ if [[ " $SUITES " == *" concurrency "* ]]; then
     status=$?
     set -e
     record "concurrency" "$status"
+fi
+
+if [[ " $SUITES " == *" dump "* ]]; then
+    log "pg_dump / pg_restore"
+    set +e
+    bash "$REPO_ROOT/tests/dump_restore.sh" test "$TEST_PORT"
+    status=$?
+    set -e
+    record "dump/restore" "$status"
 fi
 
 cluster_stop test
