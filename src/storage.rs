@@ -15,16 +15,16 @@ const TEXT: Oid = pg_sys::TEXTOID;
 const JSONB: Oid = pg_sys::JSONBOID;
 const BOOL: Oid = pg_sys::BOOLOID;
 
-const TRANSFER_SQL: &str = include_str!("../sql/queries/transfer.sql");
+const TRANSFER_RECORD_SQL: &str = include_str!("../sql/queries/transfer_record.sql");
 
-/// The keyed transfer statement as written.
-fn transfer_keyed_sql() -> String {
-    TRANSFER_SQL.to_string()
+/// The event insert of a keyed transfer, as written.
+fn transfer_record_keyed_sql() -> String {
+    TRANSFER_RECORD_SQL.to_string()
 }
 
-/// The same statement without the lines only a keyed transfer needs (see transfer.sql).
-fn transfer_unkeyed_sql() -> String {
-    TRANSFER_SQL
+/// The same statement without the lines only a keyed transfer needs (see transfer_record.sql).
+fn transfer_record_unkeyed_sql() -> String {
+    TRANSFER_RECORD_SQL
         .lines()
         .filter(|line| !line.trim_end().ends_with("-- keyed only"))
         .collect::<Vec<_>>()
@@ -40,15 +40,25 @@ macro_rules! text {
     }};
 }
 
-static TRANSFER_UNKEYED: Kept = Kept {
+static TRANSFER_LEG: Kept = Kept {
     slot: 0,
-    sql: transfer_unkeyed_sql,
-    args: &[I8, I8, I8, TEXT, JSONB],
+    sql: text!("transfer_leg.sql"),
+    args: &[I8, I8, I8, TEXT],
 };
-static TRANSFER_KEYED: Kept = Kept {
+static TRANSFER_RECORD_UNKEYED: Kept = Kept {
     slot: 1,
-    sql: transfer_keyed_sql,
-    args: &[I8, I8, I8, TEXT, JSONB],
+    sql: transfer_record_unkeyed_sql,
+    args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB],
+};
+static TRANSFER_RECORD_KEYED: Kept = Kept {
+    slot: 8,
+    sql: transfer_record_keyed_sql,
+    args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB],
+};
+static TRANSFER_PRIOR: Kept = Kept {
+    slot: 9,
+    sql: text!("transfer_prior.sql"),
+    args: &[TEXT, JSONB],
 };
 static ACCOUNT_STATE: Kept = Kept {
     slot: 2,
@@ -127,43 +137,89 @@ pub struct TransferCall<'a> {
     pub metadata: RawArg,
 }
 
-/// Posts a transfer (or returns the first answer for a repeated idempotency key).
+/// Posts a transfer (or returns the first answer for a repeated idempotency key): the two legs
+/// in ascending account id order, then the event. Three kept statements, the shape of a careful
+/// hand-written transfer, issued without an interpreter in between.
 pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
     let r = &call.request;
-    if let Some((key, _)) = call.idempotency_key {
+    if let Some((key, key_datum)) = call.idempotency_key {
         lock_idempotency_key(key.as_bytes());
+        let rows = conn.execute(&TRANSFER_PRIOR, &[Some(key_datum), call.metadata]);
+        if !rows.is_empty() {
+            let prior = PriorTransfer {
+                transfer_id: rows.get(0, 1).expect("seq"),
+                event_type: rows.get(0, 2).expect("event_type"),
+                debit_account_id: rows.get(0, 3),
+                credit_account_id: rows.get(0, 4),
+                amount: rows.get(0, 5),
+                metadata_matches: rows.get(0, 6).expect("same_metadata"),
+            };
+            return domain::replay_answer(key, r, &prior);
+        }
     }
-    let kept = if call.idempotency_key.is_some() {
-        &TRANSFER_KEYED
+    let debit_first = r.debit_account_id < r.credit_account_id;
+    let (first_id, second_id) = if debit_first {
+        (r.debit_account_id, r.credit_account_id)
     } else {
-        &TRANSFER_UNKEYED
+        (r.credit_account_id, r.debit_account_id)
+    };
+    let leg = |account_id: i64, currency: Option<Datum>| {
+        let rows = conn.execute(
+            &TRANSFER_LEG,
+            &[
+                account_id.into_datum(),
+                r.debit_account_id.into_datum(),
+                r.amount.into_datum(),
+                currency,
+            ],
+        );
+        // The currency stays a datum (text), passed on as it came: no conversion on this path.
+        (!rows.is_empty()).then(|| {
+            (
+                rows.get::<Datum>(0, 1).expect("currency"),
+                rows.get::<i64>(0, 2).expect("balance"),
+            )
+        })
+    };
+    let Some((currency, first_balance)) = leg(first_id, None) else {
+        return Err(explain_refused_transfer(conn, r, None));
+    };
+    let Some((_, second_balance)) = leg(second_id, Some(currency)) else {
+        return Err(explain_refused_transfer(conn, r, Some(first_id)));
+    };
+    let (debit_balance, credit_balance) = if debit_first {
+        (first_balance, second_balance)
+    } else {
+        (second_balance, first_balance)
+    };
+    let record = if call.idempotency_key.is_some() {
+        &TRANSFER_RECORD_KEYED
+    } else {
+        &TRANSFER_RECORD_UNKEYED
     };
     let rows = conn.execute(
-        kept,
+        record,
         &[
             r.debit_account_id.into_datum(),
             r.credit_account_id.into_datum(),
             r.amount.into_datum(),
+            Some(currency),
+            debit_balance.into_datum(),
+            credit_balance.into_datum(),
             call.idempotency_key.map(|(_, datum)| datum),
             call.metadata,
         ],
     );
-    if let Some(transfer_id) = rows.get::<i64>(0, 1) {
-        return Ok(transfer_id);
+    if rows.is_empty() {
+        // Only under REPEATABLE READ / SERIALIZABLE can a keyed insert meet a conflict here
+        // (and Postgres itself raises 40001 first); answer the same way if it ever does.
+        return Err(WalletError::ConcurrentChange {
+            debit_account_id: r.debit_account_id,
+            credit_account_id: r.credit_account_id,
+            amount: r.amount,
+        });
     }
-    if let (Some((key, _)), Some(prior_id)) = (call.idempotency_key, rows.get::<i64>(0, 3)) {
-        let prior = PriorTransfer {
-            transfer_id: prior_id,
-            event_type: rows.get(0, 4).expect("event_type"),
-            debit_account_id: rows.get(0, 5),
-            credit_account_id: rows.get(0, 6),
-            amount: rows.get(0, 7),
-            metadata_matches: rows.get(0, 8).unwrap_or(false),
-        };
-        return domain::replay_answer(key, r, &prior);
-    }
-    let first_leg_id: Option<i64> = rows.get(0, 2);
-    Err(explain_refused_transfer(conn, r, first_leg_id))
+    Ok(rows.get(0, 1).expect("seq"))
 }
 
 /// A guard refused the transfer: read both accounts and let the domain name the broken rule.
@@ -280,9 +336,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unkeyed_transfer_drops_only_the_on_conflict_line() {
-        let keyed = transfer_keyed_sql();
-        let unkeyed = transfer_unkeyed_sql();
+    fn unkeyed_record_drops_only_the_on_conflict_line() {
+        let keyed = transfer_record_keyed_sql();
+        let unkeyed = transfer_record_unkeyed_sql();
         assert!(keyed.contains("DO NOTHING"));
         assert!(!unkeyed.contains("DO NOTHING"));
         assert_eq!(keyed.lines().count(), unkeyed.lines().count() + 1);

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The benchmark suite. Starts its own cluster (port 54363), builds wallet_ext in release mode,
+# loads bench/setup.sql, then runs pgbench workloads for
+#   A  wallet.transfer, one per transaction, no idempotency key
+#   K  wallet.transfer with a fresh idempotency key every call
+#   F  the plain-SQL floor (floor.transfer in setup.sql)
+# alternately (A K F, K F A, F A K, ...) for each workload, REPEAT times, and prints medians and
+# ratios to F. Workloads: uniform pairs over 10,000 accounts with 8 clients, 10 hot accounts with
+# 8 clients, uniform with 1 client; each with synchronous_commit on and off.
+#   BENCH_SECONDS (default 10)  BENCH_REPEAT (default 3)  BENCH_ONLY="uniform8:off" (subset)
+# Raw rows go to $WALLET_WORK_DIR/bench-results/runs.tsv; the summary to stdout and summary.md there.
+source "$(dirname "$0")/../scripts/lib.sh"
+
+PORT="${BENCH_PORT:-54363}"
+SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
+REPEAT="${BENCH_REPEAT:-3}"
+OUT="$WORK_DIR/bench-results"
+HERE="$REPO_ROOT/bench"
+
+ensure_toolchain
+WALLET_RELEASE=1 install_extension
+log "starting the bench cluster on port $PORT"
+cluster_start bench "$PORT" shared_buffers=1GB max_wal_size=8GB checkpoint_timeout=30min \
+    wal_buffers=64MB fsync=on
+psql_at bench "$PORT" postgres -c "CREATE DATABASE bench"
+log "loading accounts"
+psql_at bench "$PORT" bench -f "$HERE/setup.sql" >/dev/null
+rm -rf "$OUT" && mkdir -p "$OUT" && chmod 777 "$OUT"
+
+postmaster_pid() { as_root head -1 "$WORK_DIR/bench/data/postmaster.pid"; }
+# CPU time of the whole cluster in clock ticks: the postmaster with its reaped children
+# (cutime, cstime hold the backends that exited) plus every live child.
+cluster_ticks() {
+    local pm total=0 pid
+    pm="$(postmaster_pid)"
+    total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
+    for pid in $(pgrep -P "$pm"); do
+        [ -r "/proc/$pid/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+TICKS_PER_SECOND="$(getconf CLK_TCK)"
+
+# run SYSTEM WORKLOAD CLIENTS SYNC REP
+run() {
+    local system="$1" workload="$2" clients="$3" sync="$4" rep="$5" script accounts
+    case "$workload" in hot*) accounts=hot ;; *) accounts=uniform ;; esac
+    case "$system" in A) script=wallet ;; K) script=wallet_keyed ;; F) script=floor ;; esac
+    local tag="$system-$workload-$sync-$rep" before after
+    rm -f "$OUT"/log.*
+    before="$(cluster_ticks)"
+    PGOPTIONS="-c synchronous_commit=$sync" "$PG_BIN/pgbench" -n -M prepared \
+        -h "$(cluster_socket bench)" -p "$PORT" -U postgres -c "$clients" -j "$clients" \
+        -T "$SECONDS_PER_RUN" -l --log-prefix="$OUT/log" -f "$HERE/${script}_${accounts}.pgbench" \
+        bench > "$OUT/$tag.out" 2>&1 || { cat "$OUT/$tag.out"; die "pgbench $tag failed"; }
+    sleep 0.3   # let the postmaster reap the backends, so their CPU shows in cutime/cstime
+    after="$(cluster_ticks)"
+    local tps count p99 avg
+    tps="$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$OUT/$tag.out")"
+    count="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$OUT/$tag.out")"
+    read -r avg p99 < <(cat "$OUT"/log.* | awk '{print $3}' | sort -n |
+        awk '{v[NR]=$1; s+=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f %.3f\n", s/NR/1000, v[i]/1000}')
+    local cpu_us=$(( (after - before) * 1000000 / TICKS_PER_SECOND / count ))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$system" "$workload" "$sync" "$rep" "$tps" "$avg" "$p99" "$cpu_us" \
+        | tee -a "$OUT/runs.tsv"
+}
+
+printf 'system\tworkload\tsync\trep\ttps\tavg_ms\tp99_ms\tcpu_us\n' > "$OUT/runs.tsv"
+orders=("A K F" "K F A" "F A K")
+for rep in $(seq 1 "$REPEAT"); do
+    for workload in uniform8 hot8 uniform1; do
+        clients=8; [ "$workload" = uniform1 ] && clients=1
+        for sync in off on; do
+            [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" $workload:$sync "* ]] && continue
+            for system in ${orders[$(( (rep - 1) % 3 ))]}; do
+                run "$system" "$workload" "$clients" "$sync" "$rep"
+            done
+        done
+    done
+done
+
+log "consistency after the runs"
+psql_at bench "$PORT" bench -tA -c "SELECT 'verify() differences: ' || count(*) FROM wallet.verify()" \
+    -c "SELECT 'trial balance: ' || string_agg(currency || ' ' || total_balance || ' / ' || forbidden_negative_accounts, ', ') FROM wallet.trial_balance()"
+python3 "$HERE/summarize.py" "$OUT/runs.tsv" | tee "$OUT/summary.md"
+cluster_stop bench
