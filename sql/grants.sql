@@ -32,7 +32,10 @@ GRANT EXECUTE ON FUNCTION
     wallet.close_account(bigint),
     wallet.transfer(bigint, bigint, bigint, text, jsonb),
     wallet.deposit(bigint, bigint, text, jsonb),
-    wallet.withdraw(bigint, bigint, text, jsonb)
+    wallet.withdraw(bigint, bigint, text, jsonb),
+    wallet.transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]),
+    wallet._transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]),
+    wallet._batch_result_name(bigint)
 TO wallet_operator;
 
 -- The table-level refusal, on top of the triggers: no role is granted these on the log.

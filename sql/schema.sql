@@ -32,7 +32,7 @@ CREATE SEQUENCE wallet.events_seq_seq AS bigint;
 
 CREATE TABLE wallet.accounts (
     id              bigint PRIMARY KEY DEFAULT pg_catalog.nextval('wallet.accounts_id_seq'),
-    currency        text NOT NULL REFERENCES wallet.currencies (code),
+    currency        text NOT NULL,  -- a wallet.currencies code (checked by open_account)
     owner           text,
     metadata        jsonb NOT NULL DEFAULT '{}',
     status          text NOT NULL DEFAULT 'active',  -- active | frozen | closed
@@ -45,7 +45,8 @@ CREATE TABLE wallet.accounts (
 )
 -- Balances change on every transfer; free space on each page keeps those updates HOT
 -- (no index mentions a balance column, so an update never touches an index).
--- No CHECK constraints on this table or on wallet.events, on purpose: Postgres re-reads a CHECK
+-- No foreign key (its trigger runs on every balance update) and no CHECK constraints on this
+-- table or on wallet.events, on purpose: Postgres re-reads a CHECK
 -- constraint's stored expression on every statement that writes the table, which cost about a
 -- quarter of a transfer. The wallet functions are the only writers; their guards enforce the
 -- rules (status values, no forbidden overdraft, pending >= 0, event shapes), and

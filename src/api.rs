@@ -253,3 +253,66 @@ entry_point!(wallet_deposit, pg_finfo_wallet_deposit, |fcinfo| {
 entry_point!(wallet_withdraw, pg_finfo_wallet_withdraw, |fcinfo| {
     settle(fcinfo, false)
 });
+
+// ---- batches -----------------------------------------------------------------------------------
+
+/// A bigint[] argument as a vector (None for a NULL array); NULL elements stay None.
+fn i64_array_arg(fcinfo: FunctionCallInfo, n: usize) -> Option<Vec<Option<i64>>> {
+    let array: pgrx::Array<i64> = arg(fcinfo, n)?;
+    Some(array.iter().collect())
+}
+
+entry_point!(
+    wallet_transfer_batch,
+    pg_finfo_wallet_transfer_batch,
+    |fcinfo| {
+        let debits = required(i64_array_arg(fcinfo, 0), "debit_account_ids")?;
+        let credits = required(i64_array_arg(fcinfo, 1), "credit_account_ids")?;
+        let amounts = required(i64_array_arg(fcinfo, 2), "amounts")?;
+        let keys: Option<pgrx::Array<&str>> = arg(fcinfo, 3);
+        let keys: Option<Vec<Option<&str>>> = keys.as_ref().map(|a| a.iter().collect());
+        let linked: Option<pgrx::Array<bool>> = arg(fcinfo, 4);
+        let linked: Option<Vec<Option<bool>>> = linked.map(|a| a.iter().collect());
+        let n = debits.len();
+        let lengths_match = credits.len() == n
+            && amounts.len() == n
+            && keys.as_ref().is_none_or(|k| k.len() == n)
+            && linked.as_ref().is_none_or(|l| l.len() == n);
+        if !lengths_match {
+            return Err(WalletError::InvalidArgument {
+                argument: "transfers",
+                reason: "the arrays must all have the same length".into(),
+            });
+        }
+        if n > crate::batch::BATCH_TRANSFERS_MAX {
+            return Err(WalletError::InvalidArgument {
+                argument: "transfers",
+                reason: format!(
+                    "a batch carries at most {} transfers, got {n}",
+                    crate::batch::BATCH_TRANSFERS_MAX
+                ),
+            });
+        }
+        let inputs: Vec<crate::batch::BatchInput> = (0..n)
+            .map(|i| crate::batch::BatchInput {
+                debit_account_id: debits[i],
+                credit_account_id: credits[i],
+                amount: amounts[i],
+                idempotency_key: keys.as_ref().and_then(|k| k[i]),
+                linked: linked.as_ref().and_then(|l| l[i]).unwrap_or(false),
+            })
+            .collect();
+        // The result array must be built after SPI_finish: memory allocated while connected
+        // belongs to SPI and is freed with the connection.
+        let results = {
+            let conn = Connection::open();
+            storage::transfer_batch(&conn, &inputs)?
+        };
+        // Two numbers per transfer: result code and transfer id (NULL when none); see api.sql.
+        let encoded: Vec<Option<i64>> = results
+            .iter()
+            .flat_map(|r| [Some(r.code().0), r.transfer_id()])
+            .collect();
+        Ok(encoded.into_datum())
+    }
+);

@@ -129,6 +129,40 @@ impl WalletError {
         }
     }
 
+    /// The rejection's name, as in README.md's SQLSTATE table and the batch result codes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WalletError::AccountNotFound { .. } => "account_not_found",
+            WalletError::SameAccount { .. } => "same_account",
+            WalletError::InvalidAmount { .. } => "invalid_amount",
+            WalletError::BalanceOverflow { .. } => "balance_overflow",
+            WalletError::CurrencyMismatch { .. } => "currency_mismatch",
+            WalletError::AccountFrozen { .. } => "account_frozen",
+            WalletError::AccountClosed { .. } => "account_closed",
+            WalletError::InsufficientFunds { .. } => "insufficient_funds",
+            WalletError::IdempotencyKeyReused { .. } => "idempotency_key_reused",
+            WalletError::InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
+            WalletError::CurrencyNotFound { .. } => "currency_not_found",
+            WalletError::CurrencyExists { .. } => "currency_exists",
+            WalletError::InvalidCurrency { .. } => "invalid_currency",
+            WalletError::AccountNotEmpty { .. } => "account_not_empty",
+            WalletError::SystemAccount { .. } => "system_account",
+            WalletError::InvalidArgument { .. } => "invalid_argument",
+            WalletError::ConcurrentChange { .. } => "serialization_failure",
+        }
+    }
+
+    /// A small stable number per rejection (the digits of its WA SQLSTATE; 40001 is 40),
+    /// used to carry batch results from C to SQL.
+    pub fn number(&self) -> i64 {
+        let code = self.sqlstate();
+        if let Some(digits) = code.strip_prefix("WA") {
+            digits.parse().expect("WA SQLSTATEs end in digits")
+        } else {
+            40
+        }
+    }
+
     fn hint(&self) -> Option<&'static str> {
         match self {
             WalletError::ConcurrentChange { .. } => Some("Retry the transaction."),

@@ -7,6 +7,7 @@
 use pgrx::prelude::*;
 
 pub mod api;
+pub mod batch;
 pub mod domain;
 pub mod error;
 pub mod spi;

@@ -31,6 +31,9 @@ thread_local! {
 
 /// An open SPI connection; finished when dropped on the normal path. On an ERROR the transaction
 /// (or subtransaction) abort cleans SPI up, so nothing is done while unwinding.
+///
+/// While it is open, `CurrentMemoryContext` is SPI's, which `SPI_finish` frees: a by-reference
+/// datum returned to Postgres (an array, text) must be built after the connection is dropped.
 pub struct Connection(());
 
 impl Connection {

@@ -4,28 +4,34 @@
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::IntoDatum;
 
+use crate::batch::{self, BatchInput, BatchResult};
 use crate::domain::{self, AccountState, AccountStatus, StatusChange, StatusCommand};
 use crate::domain::{PriorTransfer, TransferRequest};
 use crate::error::{WalletError, WalletResult};
-use crate::spi::{Connection, Kept};
+use crate::spi::{Connection, Kept, Rows};
+use std::collections::HashMap;
 
 const I8: Oid = pg_sys::INT8OID;
 const I4: Oid = pg_sys::INT4OID;
 const TEXT: Oid = pg_sys::TEXTOID;
 const JSONB: Oid = pg_sys::JSONBOID;
 const BOOL: Oid = pg_sys::BOOLOID;
+const I8_ARRAY: Oid = pg_sys::INT8ARRAYOID;
+const TEXT_ARRAY: Oid = pg_sys::TEXTARRAYOID;
 
-const TRANSFER_RECORD_SQL: &str = include_str!("../sql/queries/transfer_record.sql");
-
-/// The event insert of a keyed transfer, as written.
-fn transfer_record_keyed_sql() -> String {
-    TRANSFER_RECORD_SQL.to_string()
+/// The same statement without its lines marked "-- keyed only" (the ON CONFLICT clause:
+/// speculative insertion costs a WAL record per row, and rows without a key cannot conflict).
+macro_rules! unkeyed {
+    ($file:literal) => {{
+        fn sql() -> String {
+            without_keyed_only(include_str!(concat!("../sql/queries/", $file)))
+        }
+        sql
+    }};
 }
 
-/// The same statement without the lines only a keyed transfer needs (see transfer_record.sql).
-fn transfer_record_unkeyed_sql() -> String {
-    TRANSFER_RECORD_SQL
-        .lines()
+fn without_keyed_only(sql: &str) -> String {
+    sql.lines()
         .filter(|line| !line.trim_end().ends_with("-- keyed only"))
         .collect::<Vec<_>>()
         .join("\n")
@@ -43,22 +49,55 @@ macro_rules! text {
 static TRANSFER_LEG: Kept = Kept {
     slot: 0,
     sql: text!("transfer_leg.sql"),
-    args: &[I8, I8, I8, TEXT],
+    args: &[I8, I8, I8],
 };
-static TRANSFER_RECORD_UNKEYED: Kept = Kept {
+static TRANSFER_POST_UNKEYED: Kept = Kept {
     slot: 1,
-    sql: transfer_record_unkeyed_sql,
+    sql: unkeyed!("transfer_post.sql"),
     args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB],
 };
-static TRANSFER_RECORD_KEYED: Kept = Kept {
+static TRANSFER_POST_KEYED: Kept = Kept {
     slot: 8,
-    sql: transfer_record_keyed_sql,
+    sql: text!("transfer_post.sql"),
     args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB],
 };
 static TRANSFER_PRIOR: Kept = Kept {
     slot: 9,
     sql: text!("transfer_prior.sql"),
     args: &[TEXT, JSONB],
+};
+static BATCH_LOCK_ACCOUNTS: Kept = Kept {
+    slot: 10,
+    sql: text!("batch_lock_accounts.sql"),
+    args: &[I8_ARRAY],
+};
+static BATCH_PRIOR: Kept = Kept {
+    slot: 11,
+    sql: text!("batch_prior.sql"),
+    args: &[TEXT_ARRAY],
+};
+static BATCH_SEQUENCE: Kept = Kept {
+    slot: 12,
+    sql: text!("batch_sequence.sql"),
+    args: &[I4],
+};
+static BATCH_BALANCES: Kept = Kept {
+    slot: 13,
+    sql: text!("batch_balances.sql"),
+    args: &[I8_ARRAY, I8_ARRAY],
+};
+const BATCH_RECORD_ARGS: &[Oid] = &[
+    I8_ARRAY, I8_ARRAY, I8_ARRAY, I8_ARRAY, TEXT_ARRAY, I8_ARRAY, I8_ARRAY, TEXT_ARRAY,
+];
+static BATCH_RECORD_UNKEYED: Kept = Kept {
+    slot: 14,
+    sql: unkeyed!("batch_record.sql"),
+    args: BATCH_RECORD_ARGS,
+};
+static BATCH_RECORD_KEYED: Kept = Kept {
+    slot: 15,
+    sql: text!("batch_record.sql"),
+    args: BATCH_RECORD_ARGS,
 };
 static ACCOUNT_STATE: Kept = Kept {
     slot: 2,
@@ -99,20 +138,22 @@ pub type RawArg = Option<Datum>;
 
 fn read_account(conn: &Connection, kept: &Kept, account_id: i64) -> Option<AccountState> {
     let rows = conn.execute(kept, &[account_id.into_datum()]);
-    if rows.is_empty() {
-        return None;
+    (!rows.is_empty()).then(|| account_state(&rows, 0))
+}
+
+/// Row `row` of a result whose columns are those of account_state.sql.
+fn account_state(rows: &Rows, row: usize) -> AccountState {
+    let status: String = rows.get(row, 3).expect("status is NOT NULL");
+    AccountState {
+        id: rows.get(row, 1).expect("id"),
+        currency: rows.get(row, 2).expect("currency"),
+        status: AccountStatus::parse(&status).expect("only the wallet writes status"),
+        allow_overdraft: rows.get(row, 4).expect("allow_overdraft"),
+        is_system: rows.get(row, 5).expect("is_system"),
+        balance: rows.get(row, 6).expect("balance"),
+        pending_debit: rows.get(row, 7).expect("pending_debit"),
+        pending_credit: rows.get(row, 8).expect("pending_credit"),
     }
-    let status: String = rows.get(0, 3).expect("status is NOT NULL");
-    Some(AccountState {
-        id: rows.get(0, 1).expect("id"),
-        currency: rows.get(0, 2).expect("currency"),
-        status: AccountStatus::parse(&status).expect("status CHECK constraint"),
-        allow_overdraft: rows.get(0, 4).expect("allow_overdraft"),
-        is_system: rows.get(0, 5).expect("is_system"),
-        balance: rows.get(0, 6).expect("balance"),
-        pending_debit: rows.get(0, 7).expect("pending_debit"),
-        pending_credit: rows.get(0, 8).expect("pending_credit"),
-    })
 }
 
 /// Takes a transaction-level advisory lock on the key's hash, so two sessions presenting the
@@ -157,67 +198,48 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
             return domain::replay_answer(key, r, &prior);
         }
     }
-    let debit_first = r.debit_account_id < r.credit_account_id;
-    let (first_id, second_id) = if debit_first {
+    let (first_id, second_id) = if r.debit_account_id < r.credit_account_id {
         (r.debit_account_id, r.credit_account_id)
     } else {
         (r.credit_account_id, r.debit_account_id)
     };
-    let leg = |account_id: i64, currency: Option<Datum>| {
-        let rows = conn.execute(
-            &TRANSFER_LEG,
-            &[
-                account_id.into_datum(),
-                r.debit_account_id.into_datum(),
-                r.amount.into_datum(),
-                currency,
-            ],
-        );
-        // The currency stays a datum (text), passed on as it came: no conversion on this path.
-        (!rows.is_empty()).then(|| {
-            (
-                rows.get::<Datum>(0, 1).expect("currency"),
-                rows.get::<i64>(0, 2).expect("balance"),
-            )
-        })
-    };
-    let Some((currency, first_balance)) = leg(first_id, None) else {
+    let rows = conn.execute(
+        &TRANSFER_LEG,
+        &[
+            first_id.into_datum(),
+            r.debit_account_id.into_datum(),
+            r.amount.into_datum(),
+        ],
+    );
+    if rows.is_empty() {
         return Err(explain_refused_transfer(conn, r, None));
-    };
-    let Some((_, second_balance)) = leg(second_id, Some(currency)) else {
-        return Err(explain_refused_transfer(conn, r, Some(first_id)));
-    };
-    let (debit_balance, credit_balance) = if debit_first {
-        (first_balance, second_balance)
+    }
+    // The currency stays a datum (text), passed on as it came: no conversion on this path.
+    let currency: Datum = rows.get(0, 1).expect("currency");
+    let first_balance: i64 = rows.get(0, 2).expect("balance");
+    let post = if call.idempotency_key.is_some() {
+        &TRANSFER_POST_KEYED
     } else {
-        (second_balance, first_balance)
-    };
-    let record = if call.idempotency_key.is_some() {
-        &TRANSFER_RECORD_KEYED
-    } else {
-        &TRANSFER_RECORD_UNKEYED
+        &TRANSFER_POST_UNKEYED
     };
     let rows = conn.execute(
-        record,
+        post,
         &[
+            second_id.into_datum(),
             r.debit_account_id.into_datum(),
-            r.credit_account_id.into_datum(),
             r.amount.into_datum(),
             Some(currency),
-            debit_balance.into_datum(),
-            credit_balance.into_datum(),
+            first_balance.into_datum(),
+            r.credit_account_id.into_datum(),
             call.idempotency_key.map(|(_, datum)| datum),
             call.metadata,
         ],
     );
+    // No row: the guard refused the second leg. (A keyed insert cannot meet a conflict here:
+    // under READ COMMITTED the advisory lock and the lookup above rule it out, and under
+    // REPEATABLE READ / SERIALIZABLE Postgres raises 40001 for a conflict it cannot see.)
     if rows.is_empty() {
-        // Only under REPEATABLE READ / SERIALIZABLE can a keyed insert meet a conflict here
-        // (and Postgres itself raises 40001 first); answer the same way if it ever does.
-        return Err(WalletError::ConcurrentChange {
-            debit_account_id: r.debit_account_id,
-            credit_account_id: r.credit_account_id,
-            amount: r.amount,
-        });
+        return Err(explain_refused_transfer(conn, r, Some(first_id)));
     }
     Ok(rows.get(0, 1).expect("seq"))
 }
@@ -331,16 +353,141 @@ pub fn create_currency(conn: &Connection, code: &str, scale: i32) -> WalletResul
     Ok(rows.get(0, 1).expect("system_account_id"))
 }
 
+/// Posts a batch: locks and reads its accounts (ascending id order), looks its keys up, lets
+/// `batch::judge` apply it in memory, then writes the final balances and the events in two
+/// set-based statements. Returns one result per input transfer, with its transfer id.
+pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<Vec<BatchResult>> {
+    let checked = batch::check_arguments(inputs);
+    let mut ids: Vec<i64> = checked
+        .iter()
+        .flatten()
+        .flat_map(|r| [r.debit_account_id, r.credit_account_id])
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = conn.execute(&BATCH_LOCK_ACCOUNTS, &[ids.into_datum()]);
+    let mut accounts: HashMap<i64, AccountState> = HashMap::with_capacity(rows.len());
+    for row in 0..rows.len() {
+        let account = account_state(&rows, row);
+        accounts.insert(account.id, account);
+    }
+
+    let keys: Vec<&str> = inputs.iter().filter_map(|t| t.idempotency_key).collect();
+    let mut prior: HashMap<String, PriorTransfer> = HashMap::new();
+    if !keys.is_empty() {
+        let rows = conn.execute(&BATCH_PRIOR, &[keys.into_datum()]);
+        for row in 0..rows.len() {
+            let key: String = rows.get(row, 1).expect("key");
+            let first = PriorTransfer {
+                transfer_id: rows.get(row, 2).expect("seq"),
+                event_type: rows.get(row, 3).expect("event_type"),
+                debit_account_id: rows.get(row, 4),
+                credit_account_id: rows.get(row, 5),
+                amount: rows.get(row, 6),
+                metadata_matches: rows.get(row, 7).expect("same_metadata"),
+            };
+            prior.insert(key, first);
+        }
+    }
+
+    let judgement = batch::judge(inputs, &checked, &prior, &mut accounts);
+    let postings = &judgement.postings;
+    let mut seq_of_input: HashMap<usize, i64> = HashMap::with_capacity(postings.len());
+    if !postings.is_empty() {
+        let rows = conn.execute(&BATCH_SEQUENCE, &[(postings.len() as i32).into_datum()]);
+        let seqs: Vec<i64> = (0..rows.len())
+            .map(|row| rows.get(row, 1).expect("nextval"))
+            .collect();
+        assert_eq!(
+            seqs.len(),
+            postings.len(),
+            "one sequence number per posting"
+        );
+
+        let mut changed: Vec<i64> = postings
+            .iter()
+            .flat_map(|p| [p.request.debit_account_id, p.request.credit_account_id])
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let balances: Vec<i64> = changed.iter().map(|id| accounts[id].balance).collect();
+        conn.execute(
+            &BATCH_BALANCES,
+            &[changed.into_datum(), balances.into_datum()],
+        );
+
+        let keyed = postings
+            .iter()
+            .any(|p| inputs[p.index].idempotency_key.is_some());
+        let record = if keyed {
+            &BATCH_RECORD_KEYED
+        } else {
+            &BATCH_RECORD_UNKEYED
+        };
+        let column =
+            |f: &dyn Fn(&batch::Posting) -> i64| postings.iter().map(f).collect::<Vec<i64>>();
+        let rows = conn.execute(
+            record,
+            &[
+                seqs.clone().into_datum(),
+                column(&|p| p.request.debit_account_id).into_datum(),
+                column(&|p| p.request.credit_account_id).into_datum(),
+                column(&|p| p.request.amount).into_datum(),
+                postings
+                    .iter()
+                    .map(|p| p.currency.as_str())
+                    .collect::<Vec<_>>()
+                    .into_datum(),
+                column(&|p| p.debit_balance).into_datum(),
+                column(&|p| p.credit_balance).into_datum(),
+                postings
+                    .iter()
+                    .map(|p| inputs[p.index].idempotency_key)
+                    .collect::<Vec<_>>()
+                    .into_datum(),
+            ],
+        );
+        if rows.len() != postings.len() {
+            // A key was committed by a concurrent transaction after this batch looked it up.
+            let first = &postings[0].request;
+            return Err(WalletError::ConcurrentChange {
+                debit_account_id: first.debit_account_id,
+                credit_account_id: first.credit_account_id,
+                amount: first.amount,
+            });
+        }
+        for (posting, seq) in postings.iter().zip(seqs) {
+            seq_of_input.insert(posting.index, seq);
+        }
+    }
+    Ok(judgement
+        .results
+        .into_iter()
+        .enumerate()
+        .map(|(i, result)| match result {
+            BatchResult::Ok(_) => BatchResult::Ok(seq_of_input[&i]),
+            BatchResult::Exists(id) if id < 0 => {
+                BatchResult::Exists(seq_of_input[&((-id - 1) as usize)])
+            }
+            other => other,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn unkeyed_record_drops_only_the_on_conflict_line() {
-        let keyed = transfer_record_keyed_sql();
-        let unkeyed = transfer_record_unkeyed_sql();
-        assert!(keyed.contains("DO NOTHING"));
-        assert!(!unkeyed.contains("DO NOTHING"));
-        assert_eq!(keyed.lines().count(), unkeyed.lines().count() + 1);
+    fn unkeyed_statements_drop_only_the_on_conflict_line() {
+        for file in [
+            include_str!("../sql/queries/transfer_post.sql"),
+            include_str!("../sql/queries/batch_record.sql"),
+        ] {
+            let unkeyed = without_keyed_only(file);
+            assert!(file.contains("DO NOTHING"));
+            assert!(!unkeyed.contains("DO NOTHING"));
+            assert_eq!(file.lines().count(), unkeyed.lines().count() + 1);
+        }
     }
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Concurrency test: many pgbench clients at once against a running cluster (NAME PORT of
 # scripts/lib.sh), at READ COMMITTED and at SERIALIZABLE (serialization failures retried, as a
-# client should), mixing transfers, idempotent retries racing on shared keys, and reads; then the
-# invariants of MISSION.md (tests/concurrency/check.sql). Exit status 0 only if all hold.
+# client should), mixing transfers, idempotent retries racing on shared keys, batches, and reads;
+# then the invariants of MISSION.md (tests/concurrency/check.sql). Exit status 0 only if all hold.
 source "$(dirname "$0")/../scripts/lib.sh"
 name="$1"; port="$2"
 here="$REPO_ROOT/tests/concurrency"
@@ -30,6 +30,9 @@ deadlocks() {
 # no deadlock may ever happen, at either isolation level.
 run read_committed
 run serializable
+# Batches of 40 racing single calls (half the transactions each), keys shared with them.
+# Batches lock their accounts in ascending id order too.
+run batches
 [ "$(deadlocks)" = 0 ] || die "$(deadlocks) deadlocks among single-call transactions"
 # Two calls per transaction: the order across calls is the client's, so deadlocks (40P01) and
 # serialization failures (40001) are possible and retried, as a client must.

@@ -1,6 +1,7 @@
--- One leg of a transfer: applies the amount to one account, if its guards allow.
--- $1 the account, $2 the transfer's debit account, $3 amount (> 0, checked before),
--- $4 the currency the account must have (NULL for the first leg, which sets it).
+-- First leg of a transfer: applies the amount to the account with the lower id, if its guards
+-- allow. $1 the account, $2 the transfer's debit account, $3 amount (> 0, checked before).
+-- transfer_post.sql then does the same to the other account (with the currency returned here)
+-- and records the event.
 --
 -- A transfer runs its two legs in ascending account id order, so two transfers lock any two
 -- accounts in the same order and never deadlock each other. The guards repeat
@@ -14,7 +15,6 @@ UPDATE wallet.accounts
    SET balance = balance + CASE WHEN id = $2 THEN -$3 ELSE $3 END
  WHERE id = $1
    AND status = 'active'
-   AND currency = coalesce($4, currency)
    AND CASE WHEN id = $2
             THEN CASE WHEN allow_overdraft THEN balance >= (-9223372036854775807 - 1) + $3
                       ELSE balance - pending_debit >= $3 END

@@ -47,3 +47,35 @@ BEGIN
     RETURN 'read';
 END
 $$;
+
+-- A batch of 40 random transfers; every fifth one keyed from the same key space as conc.step
+-- (same parameters per key), so batches race single calls on keys. Records the effects seen.
+CREATE FUNCTION conc.batch(seed int, client int) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    d bigint[]; c bigint[]; a bigint[]; k text[];
+BEGIN
+    SELECT array_agg(x.debit ORDER BY g), array_agg(x.credit ORDER BY g),
+           array_agg(x.amount ORDER BY g), array_agg(x.key ORDER BY g)
+      INTO d, c, a, k
+      FROM generate_series(1, 40) g,
+           LATERAL (SELECT (seed * 40 + g) % 3000 + 1 AS kn, (random() * 199)::int + 1 AS i,
+                           (random() * 198)::int + 1 AS j) r,
+           LATERAL (SELECT
+               CASE WHEN g % 5 = 0 THEN (SELECT id FROM conc.acct WHERE conc.acct.i = r.kn % 200 + 1)
+                    ELSE (SELECT id FROM conc.acct WHERE conc.acct.i = r.i) END AS debit,
+               CASE WHEN g % 5 = 0 THEN (SELECT id FROM conc.acct WHERE conc.acct.i =
+                        CASE WHEN (r.kn * 7 + 3) % 200 + 1 = r.kn % 200 + 1 THEN (r.kn % 200 + 1) % 200 + 1
+                             ELSE (r.kn * 7 + 3) % 200 + 1 END)
+                    ELSE (SELECT id FROM conc.acct WHERE conc.acct.i = (r.i + r.j - 1) % 200 + 1) END AS credit,
+               CASE WHEN g % 5 = 0 THEN (r.kn % 500 + 1)::bigint ELSE (random() * 3000)::bigint + 1 END AS amount,
+               CASE WHEN g % 5 = 0 THEN 'conc-' || r.kn END AS key) x;
+    INSERT INTO conc.effects
+    SELECT b.transfer_id, k[b.index], client
+      FROM wallet.transfer_batch(d, c, a, k) b
+     WHERE b.result IN ('ok', 'exists');
+    IF EXISTS (SELECT 1 FROM conc.effects WHERE transfer_id IS NULL) THEN
+        RAISE EXCEPTION 'a batch answered ok or exists without a transfer id';
+    END IF;
+END
+$$;

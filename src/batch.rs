@@ -1,0 +1,480 @@
+//! The batch of transfers, judged in memory: pure Rust, no Postgres.
+//!
+//! `storage` locks and reads every account the batch touches, looks its idempotency keys up,
+//! and hands both to [`judge`], which applies the transfers one after the other, in input
+//! order, exactly as single calls would (same rules, same precedence), with linked chains that
+//! succeed or fail together. The result says what to write: the final balances and one event
+//! per posted transfer.
+
+use std::collections::HashMap;
+
+use crate::domain::{self, AccountState, PriorTransfer, TransferRequest};
+use crate::error::WalletError;
+
+/// Most transfers one batch may carry.
+pub const BATCH_TRANSFERS_MAX: usize = 10_000;
+
+/// One transfer of a batch as it arrived (any field may be NULL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchInput<'a> {
+    pub debit_account_id: Option<i64>,
+    pub credit_account_id: Option<i64>,
+    pub amount: Option<i64>,
+    pub idempotency_key: Option<&'a str>,
+    /// Linked to the next transfer: the chain runs to the first transfer not marked linked.
+    pub linked: bool,
+}
+
+/// The answer for one transfer, in the documented order of precedence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchResult {
+    /// Posted now; the transfer id.
+    Ok(i64),
+    /// The key was already used with the same parameters; the first transfer's id.
+    Exists(i64),
+    /// Refused for this reason.
+    Rejected(WalletError),
+    /// This transfer was fine, but another member of its linked chain failed.
+    LinkedEventFailed,
+    /// The batch ended inside a linked chain (the last transfer is marked linked).
+    LinkedEventChainOpen,
+}
+
+impl BatchResult {
+    /// The result code returned by `wallet.transfer_batch`, and its number on the wire.
+    pub fn code(&self) -> (i64, &'static str) {
+        match self {
+            BatchResult::Ok(_) => (0, "ok"),
+            BatchResult::Exists(_) => (1, "exists"),
+            BatchResult::LinkedEventFailed => (2, "linked_event_failed"),
+            BatchResult::LinkedEventChainOpen => (3, "linked_event_chain_open"),
+            BatchResult::Rejected(e) => (100 + e.number(), e.name()),
+        }
+    }
+
+    pub fn transfer_id(&self) -> Option<i64> {
+        match self {
+            BatchResult::Ok(id) | BatchResult::Exists(id) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+/// A transfer to record as an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    /// Index of the transfer in the batch.
+    pub index: usize,
+    pub request: TransferRequest,
+    pub currency: String,
+    pub debit_balance: i64,
+    pub credit_balance: i64,
+}
+
+/// What the batch decided.
+#[derive(Debug, Default)]
+pub struct Judgement {
+    /// Per input transfer, in input order. An `Ok` holds 0 until storage knows the event's id;
+    /// an `Exists` of a transfer posted earlier in the same batch holds -(its index + 1).
+    pub results: Vec<BatchResult>,
+    /// Transfers to record, in input order.
+    pub postings: Vec<Posting>,
+}
+
+/// Checks that need no stored state, per transfer, in the single-call precedence.
+pub fn check_arguments(inputs: &[BatchInput]) -> Vec<Result<TransferRequest, WalletError>> {
+    inputs
+        .iter()
+        .map(|t| {
+            domain::check_transfer_arguments(
+                t.debit_account_id,
+                t.credit_account_id,
+                t.amount,
+                t.idempotency_key,
+            )
+        })
+        .collect()
+}
+
+/// Applies the batch in input order against `accounts` (left at the final balances). A chain is
+/// a run of transfers marked linked plus the first one after them that is not; a transfer not
+/// linked to anything is a chain of one. `prior` holds the stored events of the batch's keys.
+pub fn judge<'a>(
+    inputs: &[BatchInput<'a>],
+    checked: &[Result<TransferRequest, WalletError>],
+    prior: &HashMap<String, PriorTransfer>,
+    accounts: &mut HashMap<i64, AccountState>,
+) -> Judgement {
+    let n = inputs.len();
+    let mut judgement = Judgement {
+        results: Vec::with_capacity(n),
+        postings: Vec::new(),
+    };
+    let mut ledger = Ledger {
+        accounts,
+        posted_keys: HashMap::new(),
+        undo: Vec::new(),
+    };
+    let mut start = 0;
+    while start < n {
+        let mut end = start;
+        while inputs[end].linked && end + 1 < n {
+            end += 1;
+        }
+        if inputs[end].linked {
+            // The batch ends inside the chain: none of it is applied.
+            judgement
+                .results
+                .extend((start..=end).map(|_| BatchResult::LinkedEventChainOpen));
+            break;
+        }
+        let postings_before = judgement.postings.len();
+        ledger.undo.clear();
+        let mut keys_added: Vec<&'a str> = Vec::new();
+        let mut failure: Option<(usize, BatchResult)> = None;
+        for i in start..=end {
+            let result =
+                ledger.judge_one(i, &inputs[i], &checked[i], prior, &mut judgement.postings);
+            match result {
+                BatchResult::Ok(_) | BatchResult::Exists(_) => {
+                    if let (BatchResult::Ok(_), Some(key)) = (&result, inputs[i].idempotency_key) {
+                        keys_added.push(key);
+                    }
+                    judgement.results.push(result);
+                }
+                failed => {
+                    failure = Some((i, failed));
+                    break;
+                }
+            }
+        }
+        if let Some((failed_at, reason)) = failure {
+            // The chain fails as a whole: take its balances, postings and keys back.
+            ledger.rollback();
+            judgement.postings.truncate(postings_before);
+            for key in keys_added {
+                ledger.posted_keys.remove(key);
+            }
+            judgement.results.truncate(start);
+            for i in start..=end {
+                judgement.results.push(if i == failed_at {
+                    reason.clone()
+                } else {
+                    BatchResult::LinkedEventFailed
+                });
+            }
+        }
+        start = end + 1;
+    }
+    judgement
+}
+
+/// The batch's running state: account balances, keys posted so far, undo log of the chain.
+struct Ledger<'m, 'a> {
+    accounts: &'m mut HashMap<i64, AccountState>,
+    posted_keys: HashMap<&'a str, (usize, TransferRequest)>,
+    undo: Vec<(i64, i64)>,
+}
+
+impl<'a> Ledger<'_, 'a> {
+    fn rollback(&mut self) {
+        for (account_id, balance) in self.undo.drain(..).rev() {
+            self.accounts
+                .get_mut(&account_id)
+                .expect("undo of a known account")
+                .balance = balance;
+        }
+    }
+
+    fn judge_one(
+        &mut self,
+        index: usize,
+        input: &BatchInput<'a>,
+        check: &Result<TransferRequest, WalletError>,
+        prior: &HashMap<String, PriorTransfer>,
+        postings: &mut Vec<Posting>,
+    ) -> BatchResult {
+        let request = match check {
+            Ok(request) => request.clone(),
+            Err(e) => return BatchResult::Rejected(e.clone()),
+        };
+        if let Some(key) = input.idempotency_key {
+            if let Some(first) = prior.get(key) {
+                return match domain::replay_answer(key, &request, first) {
+                    Ok(id) => BatchResult::Exists(id),
+                    Err(e) => BatchResult::Rejected(e),
+                };
+            }
+            if let Some((first_index, first_request)) = self.posted_keys.get(key) {
+                // Posted earlier in this batch: its id is not known yet; storage fills it in.
+                return if *first_request == request {
+                    BatchResult::Exists(-(*first_index as i64) - 1)
+                } else {
+                    BatchResult::Rejected(WalletError::IdempotencyKeyReused {
+                        key: key.to_string(),
+                        transfer_id: -1,
+                        debit_account_id: request.debit_account_id,
+                        credit_account_id: request.credit_account_id,
+                        amount: request.amount,
+                    })
+                };
+            }
+        }
+        let debit = self.accounts.get(&request.debit_account_id);
+        let credit = self.accounts.get(&request.credit_account_id);
+        if let Err(e) = domain::check_transfer_against(&request, debit, credit) {
+            return BatchResult::Rejected(e);
+        }
+        let currency = debit.expect("checked").currency.clone();
+        let debit_balance = self.apply(request.debit_account_id, -request.amount);
+        let credit_balance = self.apply(request.credit_account_id, request.amount);
+        if let Some(key) = input.idempotency_key {
+            self.posted_keys.insert(key, (index, request.clone()));
+        }
+        postings.push(Posting {
+            index,
+            request,
+            currency,
+            debit_balance,
+            credit_balance,
+        });
+        BatchResult::Ok(0)
+    }
+
+    /// Adds `delta` to an account's balance (bounds checked before); returns the new balance.
+    fn apply(&mut self, account_id: i64, delta: i64) -> i64 {
+        let account = self.accounts.get_mut(&account_id).expect("checked");
+        self.undo.push((account_id, account.balance));
+        account.balance += delta;
+        account.balance
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::AccountStatus;
+
+    fn accounts(balances: &[(i64, i64)]) -> HashMap<i64, AccountState> {
+        balances
+            .iter()
+            .map(|&(id, balance)| {
+                (
+                    id,
+                    AccountState {
+                        id,
+                        currency: "EUR".into(),
+                        status: AccountStatus::Active,
+                        allow_overdraft: false,
+                        is_system: false,
+                        balance,
+                        pending_debit: 0,
+                        pending_credit: 0,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn t(debit: i64, credit: i64, amount: i64) -> BatchInput<'static> {
+        BatchInput {
+            debit_account_id: Some(debit),
+            credit_account_id: Some(credit),
+            amount: Some(amount),
+            idempotency_key: None,
+            linked: false,
+        }
+    }
+
+    fn run(inputs: &[BatchInput], state: &mut HashMap<i64, AccountState>) -> Vec<&'static str> {
+        let checked = check_arguments(inputs);
+        let judgement = judge(inputs, &checked, &HashMap::new(), state);
+        judgement.results.iter().map(|r| r.code().1).collect()
+    }
+
+    #[test]
+    fn transfers_apply_in_order_like_single_calls() {
+        let mut state = accounts(&[(1, 100), (2, 0), (3, 0)]);
+        // 2 has nothing until the first transfer pays it.
+        let codes = run(
+            &[t(2, 3, 50), t(1, 2, 100), t(2, 3, 50), t(1, 3, 1)],
+            &mut state,
+        );
+        assert_eq!(
+            codes,
+            ["insufficient_funds", "ok", "ok", "insufficient_funds"]
+        );
+        assert_eq!(state[&1].balance, 0);
+        assert_eq!(state[&2].balance, 50);
+        assert_eq!(state[&3].balance, 50);
+    }
+
+    #[test]
+    fn every_rejection_reason_is_reported_and_the_batch_goes_on() {
+        let mut state = accounts(&[(1, 100), (2, 0)]);
+        let mut unknown = t(1, 9, 5);
+        unknown.debit_account_id = Some(1);
+        let inputs = [
+            BatchInput {
+                debit_account_id: None,
+                ..t(1, 2, 5)
+            },
+            t(1, 2, 0),
+            t(1, 1, 5),
+            unknown,
+            BatchInput {
+                idempotency_key: Some(""),
+                ..t(1, 2, 5)
+            },
+            t(1, 2, 5),
+        ];
+        let codes = run(&inputs, &mut state);
+        assert_eq!(
+            codes,
+            [
+                "invalid_argument",
+                "invalid_amount",
+                "same_account",
+                "account_not_found",
+                "invalid_idempotency_key",
+                "ok"
+            ]
+        );
+        assert_eq!(state[&2].balance, 5);
+    }
+
+    #[test]
+    fn a_failed_member_fails_its_linked_chain_and_nothing_else() {
+        let mut state = accounts(&[(1, 100), (2, 0), (3, 0)]);
+        let linked = |mut x: BatchInput<'static>| {
+            x.linked = true;
+            x
+        };
+        let inputs = [
+            t(1, 2, 10),         // alone: ok
+            linked(t(1, 2, 20)), // chain: 20 ok ...
+            linked(t(2, 3, 25)), // ... 2 has 30 now: ok ...
+            t(1, 3, 1000),       // ... insufficient: the chain fails
+            t(1, 3, 5),          // alone: ok
+        ];
+        let codes = run(&inputs, &mut state);
+        assert_eq!(
+            codes,
+            [
+                "ok",
+                "linked_event_failed",
+                "linked_event_failed",
+                "insufficient_funds",
+                "ok"
+            ]
+        );
+        assert_eq!(state[&1].balance, 85);
+        assert_eq!(state[&2].balance, 10);
+        assert_eq!(state[&3].balance, 5);
+    }
+
+    #[test]
+    fn a_chain_that_succeeds_posts_every_member() {
+        let mut state = accounts(&[(1, 100), (2, 0), (3, 0)]);
+        let inputs = [
+            BatchInput {
+                linked: true,
+                ..t(1, 2, 60)
+            },
+            t(2, 3, 60),
+        ];
+        let checked = check_arguments(&inputs);
+        let judgement = judge(&inputs, &checked, &HashMap::new(), &mut state);
+        assert_eq!(judgement.postings.len(), 2);
+        assert_eq!(judgement.postings[1].debit_balance, 0);
+        assert_eq!(judgement.postings[1].credit_balance, 60);
+    }
+
+    #[test]
+    fn an_open_chain_at_the_end_fails_whole() {
+        let mut state = accounts(&[(1, 100), (2, 0)]);
+        let inputs = [
+            t(1, 2, 1),
+            BatchInput {
+                linked: true,
+                ..t(1, 2, 2)
+            },
+            BatchInput {
+                linked: true,
+                ..t(1, 2, 3)
+            },
+        ];
+        let codes = run(&inputs, &mut state);
+        assert_eq!(
+            codes,
+            ["ok", "linked_event_chain_open", "linked_event_chain_open"]
+        );
+        assert_eq!(state[&2].balance, 1);
+    }
+
+    #[test]
+    fn keys_repeat_within_the_batch_and_against_stored_events() {
+        let mut state = accounts(&[(1, 100), (2, 0)]);
+        let keyed = |key: &'static str, amount| BatchInput {
+            idempotency_key: Some(key),
+            ..t(1, 2, amount)
+        };
+        let mut prior = HashMap::new();
+        prior.insert(
+            "old".to_string(),
+            PriorTransfer {
+                transfer_id: 7,
+                event_type: "transfer".into(),
+                debit_account_id: Some(1),
+                credit_account_id: Some(2),
+                amount: Some(4),
+                metadata_matches: true,
+            },
+        );
+        let inputs = [
+            keyed("a", 10),
+            keyed("a", 10),
+            keyed("a", 11),
+            keyed("old", 4),
+            keyed("old", 5),
+        ];
+        let checked = check_arguments(&inputs);
+        let judgement = judge(&inputs, &checked, &prior, &mut state);
+        let codes: Vec<_> = judgement.results.iter().map(|r| r.code().1).collect();
+        assert_eq!(
+            codes,
+            [
+                "ok",
+                "exists",
+                "idempotency_key_reused",
+                "exists",
+                "idempotency_key_reused"
+            ]
+        );
+        assert_eq!(judgement.results[3], BatchResult::Exists(7));
+        // The in-batch repeat points at input 0 until storage knows its id.
+        assert_eq!(judgement.results[1], BatchResult::Exists(-1));
+        assert_eq!(state[&2].balance, 10);
+        assert_eq!(judgement.postings.len(), 1);
+    }
+
+    #[test]
+    fn a_key_of_a_failed_chain_is_free_again() {
+        let mut state = accounts(&[(1, 100), (2, 0)]);
+        let inputs = [
+            BatchInput {
+                idempotency_key: Some("k"),
+                linked: true,
+                ..t(1, 2, 10)
+            },
+            t(1, 2, 1000),
+            BatchInput {
+                idempotency_key: Some("k"),
+                ..t(1, 2, 10)
+            },
+        ];
+        let codes = run(&inputs, &mut state);
+        assert_eq!(codes, ["linked_event_failed", "insufficient_funds", "ok"]);
+        assert_eq!(state[&2].balance, 10);
+    }
+}
