@@ -43,15 +43,18 @@ TICKS_PER_SECOND="$(getconf CLK_TCK)"
 
 # run SYSTEM WORKLOAD CLIENTS SYNC REP
 run() {
-    local system="$1" workload="$2" clients="$3" sync="$4" rep="$5" script accounts
+    local system="$1" workload="$2" clients="$3" sync="$4" rep="$5" script accounts per_tx=1
     case "$workload" in hot*) accounts=hot ;; *) accounts=uniform ;; esac
-    case "$system" in A) script=wallet ;; K) script=wallet_keyed ;; F) script=floor ;; esac
+    case "$system" in
+        A) script="wallet_$accounts" ;; K) script="wallet_keyed_$accounts" ;; F) script="floor_$accounts" ;;
+        B*) per_tx="${system#B}"; script="batch_$per_tx" ;;
+    esac
     local tag="$system-$workload-$sync-$rep" before after
     rm -f "$OUT"/log.*
     before="$(cluster_ticks)"
     PGOPTIONS="-c synchronous_commit=$sync" "$PG_BIN/pgbench" -n -M prepared \
         -h "$(cluster_socket bench)" -p "$PORT" -U postgres -c "$clients" -j "$clients" \
-        -T "$SECONDS_PER_RUN" -l --log-prefix="$OUT/log" -f "$HERE/${script}_${accounts}.pgbench" \
+        -T "$SECONDS_PER_RUN" -l --log-prefix="$OUT/log" -f "$HERE/$script.pgbench" \
         bench > "$OUT/$tag.out" 2>&1 || { cat "$OUT/$tag.out"; die "pgbench $tag failed"; }
     sleep 0.3   # let the postmaster reap the backends, so their CPU shows in cutime/cstime
     after="$(cluster_ticks)"
@@ -60,7 +63,11 @@ run() {
     count="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$OUT/$tag.out")"
     read -r avg p99 < <(cat "$OUT"/log.* | awk '{print $3}' | sort -n |
         awk '{v[NR]=$1; s+=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f %.3f\n", s/NR/1000, v[i]/1000}')
-    local cpu_us=$(( (after - before) * 1000000 / TICKS_PER_SECOND / count ))
+    # per transfer: a batch transaction carries per_tx transfers
+    tps="$(awk -v t="$tps" -v n="$per_tx" 'BEGIN {printf "%.1f", t * n}')"
+    local cpu_us
+    cpu_us="$(awk -v t="$((after - before))" -v hz="$TICKS_PER_SECOND" -v c="$count" -v n="$per_tx" \
+        'BEGIN {printf "%.2f", t * 1000000 / hz / c / n}')"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$system" "$workload" "$sync" "$rep" "$tps" "$avg" "$p99" "$cpu_us" \
         | tee -a "$OUT/runs.tsv"
 }
@@ -78,6 +85,16 @@ for rep in $(seq 1 "$REPEAT"); do
         done
     done
 done
+
+# The batch API: batches of 1 .. 8,000 transfers, 2 clients, synchronous_commit on, alternating
+# sizes in each repetition. transfers/s = transactions/s x batch size.
+if [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" batch "* ]]; then
+    for rep in $(seq 1 "$REPEAT"); do
+        for size in 8000 1 1000 10 100; do
+            run "B$size" batch2 2 on "$rep"
+        done
+    done
+fi
 
 log "consistency after the runs"
 psql_at bench "$PORT" bench -tA -c "SELECT 'verify() differences: ' || count(*) FROM wallet.verify()" \

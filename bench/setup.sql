@@ -40,3 +40,19 @@ END
 $$;
 VACUUM ANALYZE;
 CHECKPOINT;
+
+-- Batches for the batch benchmark: 40 random batches per size, uniform pairs over the 10,000
+-- wallet accounts (distinct by construction), amounts 1..100. Generated once, here, so pgbench
+-- measures the wallet and not the making of arrays.
+CREATE SCHEMA bench;
+CREATE TABLE bench.batches (size int, id int, d bigint[], c bigint[], a bigint[], PRIMARY KEY (size, id));
+INSERT INTO bench.batches
+SELECT size, id, array_agg(x + 2 ORDER BY g), array_agg((x + y) % 10000 + 2 ORDER BY g),
+       array_agg(amount ORDER BY g)
+  FROM unnest(ARRAY[1, 10, 100, 1000, 8000]) AS size,
+       generate_series(1, 40) AS id,
+       LATERAL generate_series(1, size) AS g,
+       LATERAL (SELECT (random() * 9999)::int AS x, 1 + (random() * 9998)::int AS y,
+                       1 + (random() * 99)::bigint AS amount, g AS gg, id AS ii) r
+ GROUP BY size, id;
+VACUUM ANALYZE bench.batches;

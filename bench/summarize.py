@@ -13,7 +13,9 @@ def med(key, field):
     return statistics.median(float(r[field]) for r in by[key])
 
 names = {"A": "A wallet.transfer", "K": "K wallet.transfer + key", "F": "F plain-SQL floor"}
-print("| workload | synchronous_commit | system | runs | transfers/s | avg ms | p99 ms | server CPU µs/transfer | tps / F | CPU / F |")
+for size in (1, 10, 100, 1000, 8000):
+    names[f"B{size}"] = f"B wallet.transfer_batch, {size:,} per call"
+print("| workload | synchronous_commit | system | runs | transfers/s | avg ms (per call) | p99 ms (per call) | server CPU µs/transfer | transfers/s / F | CPU / F |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 seen = []
 for (w, s, _) in by:
@@ -21,7 +23,7 @@ for (w, s, _) in by:
         seen.append((w, s))
 for w, s in seen:
     f = (w, s, "F")
-    for system in ("A", "K", "F"):
+    for system in ("A", "K", "F") + tuple(f"B{n}" for n in (1, 10, 100, 1000, 8000)):
         key = (w, s, system)
         if key not in by:
             continue
@@ -29,4 +31,4 @@ for w, s in seen:
         ratio_tps = f"{tps / med(f, 'tps'):.2f}" if f in by else "-"
         ratio_cpu = f"{cpu / med(f, 'cpu_us'):.2f}" if f in by else "-"
         print(f"| {w} | {s} | {names[system]} | {len(by[key])} | {tps:,.0f} | {med(key, 'avg_ms'):.3f} "
-              f"| {med(key, 'p99_ms'):.3f} | {cpu:.0f} | {ratio_tps} | {ratio_cpu} |")
+              f"| {med(key, 'p99_ms'):.3f} | {cpu:.1f} | {ratio_tps} | {ratio_cpu} |")

@@ -411,10 +411,12 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
         changed.sort_unstable();
         changed.dedup();
         let balances: Vec<i64> = changed.iter().map(|id| accounts[id].balance).collect();
-        conn.execute(
+        let count = changed.len();
+        let rows = conn.execute(
             &BATCH_BALANCES,
             &[changed.into_datum(), balances.into_datum()],
         );
+        assert_eq!(rows.len(), count, "every locked account row was updated");
 
         let keyed = postings
             .iter()
