@@ -101,10 +101,17 @@ CREATE FUNCTION wallet.transfer_batch(debit_account_ids bigint[], credit_account
                                       amounts bigint[], idempotency_keys text[] DEFAULT NULL,
                                       linked boolean[] DEFAULT NULL)
 RETURNS TABLE (index integer, result text, transfer_id bigint)
-LANGUAGE sql VOLATILE AS $fn$
-    SELECT i, wallet._batch_result_name(r[2 * i - 1]), r[2 * i]
-      FROM wallet._transfer_batch($1, $2, $3, $4, $5) AS r,
-           generate_series(1, coalesce(array_length(r, 1), 0) / 2) AS i
+-- PL/pgSQL, not SQL: a VOLATILE set-returning SQL function is never inlined and would be parsed
+-- and planned again on every call; PL/pgSQL keeps its plan.
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    r bigint[] := wallet._transfer_batch(debit_account_ids, credit_account_ids, amounts,
+                                         idempotency_keys, linked);
+BEGIN
+    RETURN QUERY
+        SELECT i, wallet._batch_result_name(r[2 * i - 1]), r[2 * i]
+          FROM generate_series(1, coalesce(array_length(r, 1), 0) / 2) AS i;
+END
 $fn$;
 COMMENT ON FUNCTION wallet.transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]) IS
     'Up to 10,000 transfers in one call, applied in order; one result per transfer (ok, exists, or a rejection name), never raising for a rejected transfer. linked[i] ties transfer i to the next: a chain succeeds or fails whole.';
