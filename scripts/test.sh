@@ -4,13 +4,14 @@
 #   2. the pg_regress suite in pg_test/ (the documented behaviour of every function);
 #   3. the concurrency test (tests/concurrency.sh: pgbench clients at READ COMMITTED and
 #      SERIALIZABLE, then the invariants);
-#   4. pg_dump / pg_restore (tests/dump_restore.sh).
+#   4. pg_dump / pg_restore (tests/dump_restore.sh);
+#   5. a client in another language: examples/python_client.py with psycopg 3 (from PyPI, in a venv).
 # Prints one closing line "N passed, N failed" and exits non-zero when anything failed.
 # WALLET_TESTS="unit regress concurrency" picks a subset.
 source "$(dirname "$0")/lib.sh"
 
 TEST_PORT="${WALLET_TEST_PORT:-54362}"
-SUITES="${WALLET_TESTS:-unit regress concurrency dump}"
+SUITES="${WALLET_TESTS:-unit regress concurrency dump client}"
 passed=0
 failed=0
 failures=()
@@ -32,7 +33,7 @@ if [[ " $SUITES " == *" unit "* ]]; then
     record "cargo pgrx test" "$status"
 fi
 
-if [[ " $SUITES " =~ " "(regress|concurrency|dump)" " ]]; then
+if [[ " $SUITES " =~ " "(regress|concurrency|dump|client)" " ]]; then
     install_extension
     cluster_start test "$TEST_PORT"
 fi
@@ -70,6 +71,25 @@ if [[ " $SUITES " == *" dump "* ]]; then
     status=$?
     set -e
     record "dump/restore" "$status"
+fi
+
+if [[ " $SUITES " == *" client "* ]]; then
+    log "Python client (examples/python_client.py)"
+    set +e
+    (
+        set -e
+        venv="$WORK_DIR/venv"
+        [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+        "$venv/bin/python" -c "import psycopg" 2>/dev/null \
+            || "$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]>=3.1,<4"
+        psql_at test "$TEST_PORT" postgres -c "DROP DATABASE IF EXISTS wallet_client" \
+            -c "CREATE DATABASE wallet_client"
+        "$venv/bin/python" "$REPO_ROOT/examples/python_client.py" \
+            "host=$(cluster_socket test) port=$TEST_PORT dbname=wallet_client user=postgres"
+    )
+    status=$?
+    set -e
+    record "python client" "$status"
 fi
 
 cluster_stop test
