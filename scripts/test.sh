@@ -5,13 +5,15 @@
 #   3. the concurrency test (tests/concurrency.sh: pgbench clients at READ COMMITTED and
 #      SERIALIZABLE, then the invariants);
 #   4. pg_dump / pg_restore (tests/dump_restore.sh);
-#   5. a client in another language: examples/python_client.py with psycopg 3 (from PyPI, in a venv).
+#   5. tests/fuzz.sql: 3,000 calls with random, NULL, extreme and malformed arguments; every error a
+#      documented SQLSTATE, never XX000 or a crash, invariants intact afterwards;
+#   6. a client in another language: examples/python_client.py with psycopg 3 (from PyPI, in a venv).
 # Prints one closing line "N passed, N failed" and exits non-zero when anything failed.
 # WALLET_TESTS="unit regress concurrency" picks a subset.
 source "$(dirname "$0")/lib.sh"
 
 TEST_PORT="${WALLET_TEST_PORT:-54362}"
-SUITES="${WALLET_TESTS:-unit regress concurrency dump client}"
+SUITES="${WALLET_TESTS:-unit regress concurrency dump fuzz client}"
 passed=0
 failed=0
 failures=()
@@ -33,7 +35,7 @@ if [[ " $SUITES " == *" unit "* ]]; then
     record "cargo pgrx test" "$status"
 fi
 
-if [[ " $SUITES " =~ " "(regress|concurrency|dump|client)" " ]]; then
+if [[ " $SUITES " =~ " "(regress|concurrency|dump|fuzz|client)" " ]]; then
     install_extension
     cluster_start test "$TEST_PORT"
 fi
@@ -71,6 +73,16 @@ if [[ " $SUITES " == *" dump "* ]]; then
     status=$?
     set -e
     record "dump/restore" "$status"
+fi
+
+if [[ " $SUITES " == *" fuzz "* ]]; then
+    log "fuzzing the API (tests/fuzz.sql)"
+    set +e
+    psql_at test "$TEST_PORT" postgres -c "DROP DATABASE IF EXISTS wallet_fuzz" -c "CREATE DATABASE wallet_fuzz" \
+        && psql_at test "$TEST_PORT" wallet_fuzz -f "$REPO_ROOT/tests/fuzz.sql" | tail -22
+    status=${PIPESTATUS[0]}
+    set -e
+    record "fuzz" "$status"
 fi
 
 if [[ " $SUITES " == *" client "* ]]; then
