@@ -18,93 +18,84 @@ passed=0
 failed=0
 failures=()
 
-record() { # record NAME EXIT_CODE
-    if [ "$2" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$1"); fi
+selected() { [[ " $SUITES " == *" $1 "* ]]; }
+
+# suite NAME DESCRIPTION: when NAME is selected, runs the function test_NAME in a subshell that
+# stops at its first failing command, and records whether it passed.
+suite() {
+    selected "$1" || return 0
+    log "$2"
+    local status
+    # Not "( ... ) || status=$?": bash ignores set -e inside a command whose status is tested.
+    set +e
+    ( set -e; "test_$1" )
+    status=$?
+    set -e
+    if [ "$status" -eq 0 ]; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("$1")
+    fi
+}
+
+fresh_db() {
+    psql_at test "$TEST_PORT" postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
+}
+
+test_unit() {
+    install -d -o postgres "$WORK_DIR" 2>/dev/null || as_root install -d -o postgres "$WORK_DIR"
+    (cd "$REPO_ROOT" && cargo pgrx test pg15 --runas postgres --pgdata "$WORK_DIR/pgrx-test-data") \
+        2>&1 | tee "$WORK_DIR/unit.log" | grep -E '^test |^test result|panicked|^error'
+    return "${PIPESTATUS[0]}"
+}
+
+test_regress() {
+    local out="$WORK_DIR/regress" tests
+    rm -rf "$out" && mkdir -p "$out"
+    fresh_db wallet_regress
+    tests=$(cd "$REPO_ROOT/pg_test/sql" && ls *.sql | sed 's/\.sql$//' | sort)
+    (cd "$REPO_ROOT/pg_test" && /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+        --use-existing --host="$(cluster_socket test)" --port="$TEST_PORT" --user=postgres \
+        --bindir="$PG_BIN" --inputdir=. --outputdir="$out" --dbname=wallet_regress $tests) || {
+        [ -f "$out/regression.diffs" ] && cat "$out/regression.diffs"
+        return 1
+    }
+}
+
+test_concurrency() { bash "$REPO_ROOT/tests/concurrency.sh" test "$TEST_PORT"; }
+
+test_dump() { bash "$REPO_ROOT/tests/dump_restore.sh" test "$TEST_PORT"; }
+
+test_fuzz() {
+    fresh_db wallet_fuzz
+    psql_at test "$TEST_PORT" wallet_fuzz -f "$REPO_ROOT/tests/fuzz.sql" | tail -22
+    return "${PIPESTATUS[0]}"
+}
+
+test_client() {
+    local venv="$WORK_DIR/venv"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -c "import psycopg" 2>/dev/null \
+        || "$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]>=3.1,<4"
+    fresh_db wallet_client
+    "$venv/bin/python" "$REPO_ROOT/examples/python_client.py" \
+        "host=$(cluster_socket test) port=$TEST_PORT dbname=wallet_client user=postgres"
 }
 
 ensure_toolchain
-
-if [[ " $SUITES " == *" unit "* ]]; then
-    log "cargo pgrx test (Rust unit tests and #[pg_test]s)"
-    install -d -o postgres "$WORK_DIR" 2>/dev/null || as_root install -d -o postgres "$WORK_DIR"
-    set +e
-    (cd "$REPO_ROOT" && cargo pgrx test pg15 --runas postgres --pgdata "$WORK_DIR/pgrx-test-data") \
-        2>&1 | tee "$WORK_DIR/unit.log" | grep -E '^test |^test result|panicked|^error' 
-    status=${PIPESTATUS[0]}
-    set -e
-    record "cargo pgrx test" "$status"
-fi
-
+suite unit "cargo pgrx test (Rust unit tests and #[pg_test]s)"
 if [[ " $SUITES " =~ " "(regress|concurrency|dump|fuzz|client)" " ]]; then
     install_extension
     cluster_start test "$TEST_PORT"
 fi
-
-if [[ " $SUITES " == *" regress "* ]]; then
-    log "pg_regress suite (pg_test/)"
-    out="$WORK_DIR/regress"
-    rm -rf "$out" && mkdir -p "$out"
-    psql_at test "$TEST_PORT" postgres -c "DROP DATABASE IF EXISTS wallet_regress" \
-        -c "CREATE DATABASE wallet_regress"
-    tests=$(cd "$REPO_ROOT/pg_test/sql" && ls *.sql | sed 's/\.sql$//' | sort)
-    set +e
-    (cd "$REPO_ROOT/pg_test" && /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
-        --use-existing --host="$(cluster_socket test)" --port="$TEST_PORT" --user=postgres \
-        --bindir="$PG_BIN" --inputdir=. --outputdir="$out" --dbname=wallet_regress $tests)
-    status=$?
-    set -e
-    [ $status -ne 0 ] && [ -f "$out/regression.diffs" ] && cat "$out/regression.diffs"
-    record "pg_regress" "$status"
-fi
-
-if [[ " $SUITES " == *" concurrency "* ]]; then
-    log "concurrency test"
-    set +e
-    bash "$REPO_ROOT/tests/concurrency.sh" test "$TEST_PORT"
-    status=$?
-    set -e
-    record "concurrency" "$status"
-fi
-
-if [[ " $SUITES " == *" dump "* ]]; then
-    log "pg_dump / pg_restore"
-    set +e
-    bash "$REPO_ROOT/tests/dump_restore.sh" test "$TEST_PORT"
-    status=$?
-    set -e
-    record "dump/restore" "$status"
-fi
-
-if [[ " $SUITES " == *" fuzz "* ]]; then
-    log "fuzzing the API (tests/fuzz.sql)"
-    set +e
-    psql_at test "$TEST_PORT" postgres -c "DROP DATABASE IF EXISTS wallet_fuzz" -c "CREATE DATABASE wallet_fuzz" \
-        && psql_at test "$TEST_PORT" wallet_fuzz -f "$REPO_ROOT/tests/fuzz.sql" | tail -22
-    status=${PIPESTATUS[0]}
-    set -e
-    record "fuzz" "$status"
-fi
-
-if [[ " $SUITES " == *" client "* ]]; then
-    log "Python client (examples/python_client.py)"
-    set +e
-    (
-        set -e
-        venv="$WORK_DIR/venv"
-        [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-        "$venv/bin/python" -c "import psycopg" 2>/dev/null \
-            || "$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]>=3.1,<4"
-        psql_at test "$TEST_PORT" postgres -c "DROP DATABASE IF EXISTS wallet_client" \
-            -c "CREATE DATABASE wallet_client"
-        "$venv/bin/python" "$REPO_ROOT/examples/python_client.py" \
-            "host=$(cluster_socket test) port=$TEST_PORT dbname=wallet_client user=postgres"
-    )
-    status=$?
-    set -e
-    record "python client" "$status"
-fi
-
+suite regress "pg_regress suite (pg_test/)"
+suite concurrency "concurrency test (tests/concurrency.sh)"
+suite dump "pg_dump / pg_restore (tests/dump_restore.sh)"
+suite fuzz "fuzzing the API (tests/fuzz.sql)"
+suite client "Python client (examples/python_client.py)"
 cluster_stop test
+
 [ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

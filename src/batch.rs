@@ -253,26 +253,11 @@ impl<'a> Ledger<'_, 'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::AccountStatus;
 
     fn accounts(balances: &[(i64, i64)]) -> HashMap<i64, AccountState> {
         balances
             .iter()
-            .map(|&(id, balance)| {
-                (
-                    id,
-                    AccountState {
-                        id,
-                        currency: "EUR".into(),
-                        status: AccountStatus::Active,
-                        allow_overdraft: false,
-                        is_system: false,
-                        balance,
-                        pending_debit: 0,
-                        pending_credit: 0,
-                    },
-                )
-            })
+            .map(|&(id, balance)| (id, AccountState::for_tests(id, balance)))
             .collect()
     }
 

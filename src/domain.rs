@@ -89,6 +89,21 @@ pub struct AccountState {
 }
 
 impl AccountState {
+    /// An active EUR account without overdraft, for the unit tests of this crate.
+    #[cfg(test)]
+    pub fn for_tests(id: i64, balance: i64) -> AccountState {
+        AccountState {
+            id,
+            currency: "EUR".into(),
+            status: AccountStatus::Active,
+            allow_overdraft: false,
+            is_system: false,
+            balance,
+            pending_debit: 0,
+            pending_credit: 0,
+        }
+    }
+
     /// What the account may still spend: posted balance less outgoing reservations.
     /// `None` when the subtraction itself overflows (only possible for overdraft accounts).
     pub fn available(&self) -> Option<i64> {
@@ -343,16 +358,7 @@ mod tests {
     use super::*;
 
     fn account(id: i64) -> AccountState {
-        AccountState {
-            id,
-            currency: "EUR".into(),
-            status: AccountStatus::Active,
-            allow_overdraft: false,
-            is_system: false,
-            balance: 100,
-            pending_debit: 0,
-            pending_credit: 0,
-        }
+        AccountState::for_tests(id, 100)
     }
 
     fn request(amount: i64) -> TransferRequest {
