@@ -14,7 +14,7 @@ use pgrx::FromDatum;
 /// The most parameters any kept statement takes.
 pub const ARGS_MAX: usize = 8;
 /// How many kept statements there are (size of the per-backend plan table).
-pub const PLANS_MAX: usize = 16;
+pub const PLANS_MAX: usize = 32;
 
 /// One kept statement: its text, its parameter types and its slot in the per-backend table.
 pub struct Kept {

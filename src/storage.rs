@@ -130,6 +130,27 @@ static SYSTEM_ACCOUNT_OF: Kept = Kept {
     args: &[I8],
 };
 
+/// Every kept statement, so a test can check that no two share a plan slot.
+#[cfg(test)]
+const ALL_KEPT: &[&Kept] = &[
+    &TRANSFER_LEG,
+    &TRANSFER_POST_UNKEYED,
+    &TRANSFER_POST_KEYED,
+    &TRANSFER_PRIOR,
+    &BATCH_LOCK_ACCOUNTS,
+    &BATCH_PRIOR,
+    &BATCH_SEQUENCE,
+    &BATCH_BALANCES,
+    &BATCH_RECORD_UNKEYED,
+    &BATCH_RECORD_KEYED,
+    &ACCOUNT_STATE,
+    &ACCOUNT_STATE_FOR_UPDATE,
+    &SET_STATUS,
+    &OPEN_ACCOUNT,
+    &CREATE_CURRENCY,
+    &SYSTEM_ACCOUNT_OF,
+];
+
 /// Namespace of the wallet's advisory locks (first key of the two-int4 form): "WALT".
 const ADVISORY_LOCK_NAMESPACE: i32 = 0x5741_4C54;
 
@@ -235,10 +256,23 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
             call.metadata,
         ],
     );
-    // No row: the guard refused the second leg. (A keyed insert cannot meet a conflict here:
-    // under READ COMMITTED the advisory lock and the lookup above rule it out, and under
-    // REPEATABLE READ / SERIALIZABLE Postgres raises 40001 for a conflict it cannot see.)
     if rows.is_empty() {
+        // No row. Either the guard refused the second leg, or (keyed calls only) the insert met
+        // the key committed meanwhile by a batch, which takes no advisory lock: then the second
+        // leg was applied, and only a retry can give the first answer (40001). Under REPEATABLE
+        // READ / SERIALIZABLE Postgres itself raises 40001 for a conflict it cannot see.
+        if let Some((_, key_datum)) = call.idempotency_key {
+            if !conn
+                .execute(&TRANSFER_PRIOR, &[Some(key_datum), call.metadata])
+                .is_empty()
+            {
+                return Err(WalletError::ConcurrentChange {
+                    debit_account_id: r.debit_account_id,
+                    credit_account_id: r.credit_account_id,
+                    amount: r.amount,
+                });
+            }
+        }
         return Err(explain_refused_transfer(conn, r, Some(first_id)));
     }
     Ok(rows.get(0, 1).expect("seq"))
@@ -479,6 +513,26 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kept_statement_has_its_own_plan_slot() {
+        let mut slots: Vec<usize> = ALL_KEPT.iter().map(|k| k.slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(
+            slots.len(),
+            ALL_KEPT.len(),
+            "two kept statements share a slot"
+        );
+        assert!(slots.iter().all(|&s| s < crate::spi::PLANS_MAX));
+        for kept in ALL_KEPT {
+            let sql = (kept.sql)();
+            let highest = (1..=crate::spi::ARGS_MAX)
+                .rev()
+                .find(|n| sql.contains(&format!("${n}")));
+            assert_eq!(highest.unwrap_or(0), kept.args.len(), "parameters of {sql}");
+        }
+    }
 
     #[test]
     fn unkeyed_statements_drop_only_the_on_conflict_line() {

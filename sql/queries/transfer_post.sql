@@ -3,7 +3,8 @@
 -- locks its accounts in ascending id order) and records the event with both balances after.
 -- $1 the higher account, $2 debit account, $3 amount, $4 the currency (from the first leg),
 -- $5 the first leg's balance after, $6 credit account, $7 idempotency key or NULL,
--- $8 metadata. Returns the transfer id; no row when the guard refuses (see transfer_leg.sql).
+-- $8 metadata. Returns the transfer id; no row when the guard refuses (see transfer_leg.sql) or,
+-- for a keyed call, when a batch committed the same key meanwhile (see storage::transfer).
 --
 -- With a key, the caller holds a transaction-level advisory lock on the key's hash, taken
 -- before it looked the key up (transfer_prior.sql), so under READ COMMITTED a concurrent first
