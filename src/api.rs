@@ -33,6 +33,8 @@ macro_rules! entry_point {
             unsafe {
                 let outcome: Result<Option<Datum>, PendingError> =
                     pgrx::pgrx_extern_c_guard(|| {
+                        // A closure, so that `?` in the body returns here, not from the entry point.
+                        #[allow(clippy::redundant_closure_call)]
                         let result: WalletResult<Option<Datum>> = (|| $body)();
                         result.map_err(PendingError::from)
                     });
