@@ -93,8 +93,10 @@ fn metadata_arg(datum: Option<Datum>, argument: &'static str) -> WalletResult<Op
             });
         }
         let data = pgrx::varlena::vardata_any(detoasted) as *const u8;
-        let header = u32::from_ne_bytes(std::ptr::read_unaligned(data as *const [u8; 4]));
-        if size < 4 || header & JB_FOBJECT == 0 {
+        let is_object = size >= 4
+            && u32::from_ne_bytes(std::ptr::read_unaligned(data as *const [u8; 4])) & JB_FOBJECT
+                != 0;
+        if !is_object {
             return Err(WalletError::InvalidArgument {
                 argument,
                 reason: "must be a jsonb object".into(),
