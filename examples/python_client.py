@@ -67,6 +67,20 @@ def main(dsn):
         ).fetchall()
         assert rows == [(1, "ok"), (2, "insufficient_funds")], rows
 
+        # Consumers follow the sealed log: LISTEN, then page with events_after().
+        with psycopg.connect(dsn, autocommit=True) as listener:
+            listener.execute("LISTEN wallet_events")
+            (sealed,) = conn.execute("SELECT wallet.seal()").fetchone()
+            assert sealed > 0, sealed
+            (head,) = conn.execute("SELECT last_position FROM wallet.chain_head()").fetchone()
+            notes = list(listener.notifies(timeout=5.0, stop_after=1))
+            assert notes and notes[0].payload == str(head), (notes, head)
+            events = listener.execute(
+                "SELECT chain_position, event_type FROM wallet.events_after(%s, 100)", (head - 2,)
+            ).fetchall()
+            assert [p for p, _ in events] == [head - 1, head], events
+            print(f"notified of chain position {head}; the last two sealed events: {events}")
+
         balances = conn.execute(
             "SELECT wallet.balance(%s), wallet.balance(%s)", (alice, bob)
         ).fetchone()

@@ -76,8 +76,8 @@ test_fuzz() {
 test_client() {
     local venv="$WORK_DIR/venv"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    "$venv/bin/python" -c "import psycopg" 2>/dev/null \
-        || "$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]>=3.1,<4"
+    "$venv/bin/python" -c "import psycopg; assert psycopg.__version__ >= '3.2'" 2>/dev/null \
+        || "$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]>=3.2,<4"
     fresh_db wallet_client
     "$venv/bin/python" "$REPO_ROOT/examples/python_client.py" \
         "host=$(cluster_socket test) port=$TEST_PORT dbname=wallet_client user=postgres"

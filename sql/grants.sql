@@ -21,7 +21,11 @@ GRANT EXECUTE ON FUNCTION
     wallet.verify(),
     wallet.trial_balance(),
     wallet._require_account(bigint),
-    wallet._require_page(integer)
+    wallet._require_page(integer),
+    wallet.event_text(wallet.events),
+    wallet.chain_head(),
+    wallet.verify_chain(),
+    wallet.events_after(bigint, integer)
 TO wallet_reader;
 
 GRANT EXECUTE ON FUNCTION
@@ -35,8 +39,9 @@ GRANT EXECUTE ON FUNCTION
     wallet.withdraw(bigint, bigint, text, jsonb),
     wallet.transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]),
     wallet._transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]),
-    wallet._batch_result_name(bigint)
+    wallet._batch_result_name(bigint),
+    wallet.seal(integer)
 TO wallet_operator;
 
 -- The table-level refusal, on top of the triggers: no role is granted these on the log.
-REVOKE UPDATE, DELETE, TRUNCATE ON wallet.events FROM PUBLIC, wallet_reader, wallet_operator;
+REVOKE UPDATE, DELETE, TRUNCATE ON wallet.events, wallet.chain FROM PUBLIC, wallet_reader, wallet_operator;

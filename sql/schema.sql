@@ -87,7 +87,7 @@ COMMENT ON TABLE wallet.events IS
 CREATE FUNCTION wallet.refuse_event_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
 BEGIN
-    RAISE EXCEPTION 'the wallet event log is append-only: % is not allowed on wallet.events', TG_OP
+    RAISE EXCEPTION 'the wallet event log is append-only: % is not allowed on wallet.%', TG_OP, TG_TABLE_NAME
         USING ERRCODE = 'WA017',
               HINT = 'Record a correcting event instead.';
 END

@@ -16,6 +16,7 @@ SELECT wallet.open_account('EUR', 'a'), wallet.open_account('EUR', 'b');
 SELECT wallet.deposit(2, 500, 'dump-key');
 SELECT wallet.transfer(2, 3, 100);
 SELECT wallet.freeze_account(3);
+SELECT wallet.seal();
 SQL
 "$PG_BIN/pg_dump" -h "$socket" -p "$port" -U postgres -Fc wallet_dump_src > "$WORK_DIR/wallet_dump.pgdump"
 "$PG_BIN/pg_restore" -h "$socket" -p "$port" -U postgres -d wallet_dump_dst "$WORK_DIR/wallet_dump.pgdump"
@@ -25,6 +26,9 @@ events="SELECT count(*) || '/' || max(seq) FROM wallet.events"
 [ "$(q wallet_dump_src -c "$state")" = "$(q wallet_dump_dst -c "$state")" ] || die "accounts differ after restore"
 [ "$(q wallet_dump_src -c "$events")" = "$(q wallet_dump_dst -c "$events")" ] || die "events differ after restore"
 [ "$(q wallet_dump_dst -c "SELECT count(*) FROM wallet.verify()")" = 0 ] || die "verify() not empty after restore"
+[ "$(q wallet_dump_src -c "SELECT last_hash FROM wallet.chain_head()")" = \
+  "$(q wallet_dump_dst -c "SELECT last_hash FROM wallet.chain_head()")" ] || die "chain head differs after restore"
+[ "$(q wallet_dump_dst -c "SELECT count(*) FROM wallet.verify_chain()")" = 0 ] || die "chain broken after restore"
 first="$(q wallet_dump_src -c "SELECT seq FROM wallet.events WHERE idempotency_key = 'dump-key'")"
 [ "$(q wallet_dump_dst -c "SELECT wallet.deposit(2, 500, 'dump-key')")" = "$first" ] || die "key lost its first answer"
 max_seq="$(q wallet_dump_src -c "SELECT max(seq) FROM wallet.events")"
@@ -34,4 +38,6 @@ new_id="$(q wallet_dump_dst -c "SELECT wallet.open_account('EUR')")"
 [ "$new_id" = 4 ] || die "account id sequence restarted: got $new_id"
 [ "$(q wallet_dump_dst -c "SELECT has_table_privilege('wallet_reader', 'wallet.events', 'SELECT')")" = t ] \
     || die "grants lost"
-log "dump/restore: state, events, keys, sequences and grants survive"
+[ "$(q wallet_dump_dst -c "SELECT wallet.seal()")" -ge 1 ] || die "sealing does not continue after restore"
+[ "$(q wallet_dump_dst -c "SELECT count(*) FROM wallet.verify_chain()")" = 0 ] || die "chain broken after sealing on"
+log "dump/restore: state, events, keys, sequences, grants and the hash chain survive"

@@ -1,0 +1,56 @@
+-- The sealed order, the hash chain and the consumer cursor: seal, chain_head, events_after,
+-- verify_chain. Sealing takes events of finished transactions only, in (tx_id, seq) order.
+\set VERBOSITY terse
+SELECT wallet.create_currency('ISK') AS isk_system \gset
+SELECT wallet.open_account('ISK', 'olga') AS olga \gset
+SELECT wallet.open_account('ISK', 'petr') AS petr \gset
+SELECT wallet.deposit(:olga, 900, 'isk-1') AS dep \gset
+SELECT wallet.transfer(:olga, :petr, 400) AS tr \gset
+
+-- Everything written so far (by this and the earlier test files) gets sealed.
+SELECT wallet.seal() > 0 AS sealed_something;
+SELECT wallet.seal() AS nothing_left;
+SELECT (SELECT count(*) FROM wallet.chain) = (SELECT count(*) FROM wallet.events) AS every_event_sealed;
+SELECT bool_and(ok) AS chain_in_tx_then_seq_order
+  FROM (SELECT (tx_id, seq) > lag((tx_id, seq)) OVER (ORDER BY position) IS NOT FALSE AS ok
+          FROM wallet.chain) s;
+SELECT last_position = (SELECT count(*) FROM wallet.chain) AS head_is_last, length(last_hash) AS hex_length
+  FROM wallet.chain_head();
+SELECT count(*) AS broken_links FROM wallet.verify_chain();
+
+-- The cursor: the events after the third-last position (the last two), then nothing after the head.
+
+SELECT chain_position FROM wallet.events_after(0, 10000) ORDER BY chain_position DESC LIMIT 1 OFFSET 2 \gset
+SELECT event_type, amount, idempotency_key
+  FROM wallet.events_after(:chain_position, 10);
+SELECT count(*) AS beyond_head FROM wallet.events_after((SELECT last_position FROM wallet.chain_head()));
+SELECT * FROM wallet.events_after(0, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT wallet.seal(0);
+\echo :LAST_ERROR_SQLSTATE
+
+-- Inside an open transaction its own events are not sealed: it has not finished.
+BEGIN;
+SELECT wallet.transfer(:petr, :olga, 1) AS open_tr \gset
+SELECT wallet.seal() AS sealed_while_open;
+SELECT count(*) AS open_event_in_chain FROM wallet.chain WHERE seq = :open_tr;
+COMMIT;
+SELECT wallet.seal() AS sealed_after_commit;
+
+-- The chain table refuses changes like the log does.
+DELETE FROM wallet.chain;
+\echo :LAST_ERROR_SQLSTATE
+
+-- Tamper evidence: an event edited or deleted behind the triggers' back (superuser, triggers
+-- disabled; rolled back) is named by verify_chain().
+BEGIN;
+ALTER TABLE wallet.events DISABLE TRIGGER events_no_update_delete;
+UPDATE wallet.events SET amount = 4000 WHERE seq = :tr;
+SELECT seq = :tr AS is_the_transfer, problem FROM wallet.verify_chain();
+ROLLBACK;
+BEGIN;
+ALTER TABLE wallet.events DISABLE TRIGGER events_no_update_delete;
+DELETE FROM wallet.events WHERE seq = :dep;
+SELECT seq = :dep AS is_the_deposit, problem FROM wallet.verify_chain();
+ROLLBACK;
+SELECT count(*) AS broken_links FROM wallet.verify_chain();
