@@ -25,7 +25,10 @@ GRANT EXECUTE ON FUNCTION
     wallet.event_text(wallet.events),
     wallet.chain_head(),
     wallet.verify_chain(),
-    wallet.events_after(bigint, integer)
+    wallet.events_after(bigint, integer),
+    wallet.balance_at(bigint, bigint),
+    wallet.balance_at_time(bigint, timestamptz),
+    wallet.statement_between(bigint, bigint, bigint, integer)
 TO wallet_reader;
 
 GRANT EXECUTE ON FUNCTION

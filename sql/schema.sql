@@ -62,7 +62,10 @@ COMMENT ON TABLE wallet.accounts IS
 CREATE TABLE wallet.events (
     seq               bigint PRIMARY KEY DEFAULT pg_catalog.nextval('wallet.events_seq_seq'),
     event_type        text NOT NULL,  -- see README.md, "Event types"
-    occurred_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- clock_timestamp(), not now(): an event is written while its accounts' rows are locked, so
+    -- per account the time grows with seq, and a balance at a time is the one after the
+    -- account's last event at or before it.
+    occurred_at       timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     tx_id             xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     account_id        bigint,   -- lifecycle events: the account concerned
     debit_account_id  bigint,   -- money movements: the side that pays

@@ -1,0 +1,81 @@
+-- Point-in-time reading: an account's posted balance after any event sequence number or at any
+-- time, and its statement between two points. Every event records the balances after it, so each
+-- answer is one or two backward index scans of the account's own events, never a log scan.
+
+-- The posted balance after all of the account's events with seq <= at_seq; NULL before the
+-- account was opened.
+CREATE FUNCTION wallet.balance_at(account_id bigint, at_seq bigint) RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    result bigint;
+BEGIN
+    PERFORM wallet._require_account(account_id);
+    IF at_seq IS NULL THEN
+        RAISE EXCEPTION 'invalid argument at_seq: must not be NULL' USING ERRCODE = 'WA016';
+    END IF;
+    SELECT s.balance INTO result FROM (
+        (SELECT e.seq, e.debit_balance AS balance FROM wallet.events AS e
+          WHERE e.debit_account_id = balance_at.account_id AND e.seq <= at_seq
+          ORDER BY e.seq DESC LIMIT 1)
+        UNION ALL
+        (SELECT e.seq, e.credit_balance FROM wallet.events AS e
+          WHERE e.credit_account_id = balance_at.account_id AND e.seq <= at_seq
+          ORDER BY e.seq DESC LIMIT 1)
+    ) AS s ORDER BY s.seq DESC LIMIT 1;
+    IF result IS NULL AND EXISTS (
+        SELECT 1 FROM wallet.events AS e
+         WHERE e.account_id = balance_at.account_id AND e.event_type = 'account_opened'
+           AND e.seq <= at_seq) THEN
+        result := 0;
+    END IF;
+    RETURN result;
+END
+$fn$;
+COMMENT ON FUNCTION wallet.balance_at(bigint, bigint) IS
+    'Posted balance after the account''s events up to a sequence number (NULL before it was opened).';
+
+-- The posted balance after all of the account's events that happened at or before a time.
+CREATE FUNCTION wallet.balance_at_time(account_id bigint, at_time timestamptz) RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    last_seq bigint;
+BEGIN
+    PERFORM wallet._require_account(account_id);
+    IF at_time IS NULL THEN
+        RAISE EXCEPTION 'invalid argument at_time: must not be NULL' USING ERRCODE = 'WA016';
+    END IF;
+    -- Per account, occurred_at grows with seq: the last event at or before at_time is found by
+    -- walking the account's index backwards from its newest event.
+    SELECT max(s.seq) INTO last_seq FROM (
+        (SELECT e.seq FROM wallet.events AS e
+          WHERE e.debit_account_id = balance_at_time.account_id AND e.occurred_at <= at_time
+          ORDER BY e.seq DESC LIMIT 1)
+        UNION ALL
+        (SELECT e.seq FROM wallet.events AS e
+          WHERE e.credit_account_id = balance_at_time.account_id AND e.occurred_at <= at_time
+          ORDER BY e.seq DESC LIMIT 1)
+        UNION ALL
+        (SELECT e.seq FROM wallet.events AS e
+          WHERE e.account_id = balance_at_time.account_id AND e.occurred_at <= at_time
+          ORDER BY e.seq DESC LIMIT 1)
+    ) AS s;
+    IF last_seq IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN wallet.balance_at(account_id, last_seq);
+END
+$fn$;
+COMMENT ON FUNCTION wallet.balance_at_time(bigint, timestamptz) IS
+    'Posted balance after the account''s events at or before a time (NULL before it was opened).';
+
+-- The statement between two points: events with after_seq < seq <= up_to_seq.
+CREATE FUNCTION wallet.statement_between(account_id bigint, after_seq bigint, up_to_seq bigint,
+                                         max_rows integer DEFAULT 1000)
+RETURNS TABLE (seq bigint, occurred_at timestamptz, event_type text,
+               counterparty_account_id bigint, amount bigint, balance bigint,
+               idempotency_key text, metadata jsonb)
+LANGUAGE sql STABLE AS $fn$
+    SELECT s.* FROM wallet.statement($1, $2, $4) AS s WHERE s.seq <= $3
+$fn$;
+COMMENT ON FUNCTION wallet.statement_between(bigint, bigint, bigint, integer) IS
+    'An account''s events with after_seq < seq <= up_to_seq, in sequence, with running balance.';
