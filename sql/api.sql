@@ -225,48 +225,6 @@ LANGUAGE sql STABLE AS $fn$
 $fn$;
 COMMENT ON FUNCTION wallet.get_transfer(bigint) IS 'One transfer by id; no row when there is none.';
 
--- Replays the whole event log and compares with the stored state: one row per account whose
--- replayed balance or status differs from the stored one, or that exists on one side only.
--- No rows = consistent.
-CREATE FUNCTION wallet.verify()
-RETURNS TABLE (account_id bigint, stored_balance bigint, replayed_balance numeric,
-               stored_status text, replayed_status text)
-LANGUAGE sql STABLE AS $fn$
-    WITH movements AS (
-        SELECT e.debit_account_id AS account_id, -e.amount::numeric AS delta
-          FROM wallet.events AS e WHERE e.event_type = 'transfer'
-        UNION ALL
-        SELECT e.credit_account_id, e.amount::numeric
-          FROM wallet.events AS e WHERE e.event_type = 'transfer'
-    ), balances AS (
-        SELECT m.account_id, sum(m.delta) AS balance FROM movements AS m GROUP BY m.account_id
-    ), statuses AS (
-        SELECT DISTINCT ON (e.account_id) e.account_id,
-               CASE e.event_type WHEN 'account_opened' THEN 'active'
-                                 WHEN 'account_frozen' THEN 'frozen'
-                                 WHEN 'account_unfrozen' THEN 'active'
-                                 WHEN 'account_closed' THEN 'closed' END AS status
-          FROM wallet.events AS e
-         WHERE e.event_type IN ('account_opened', 'account_frozen', 'account_unfrozen', 'account_closed')
-         ORDER BY e.account_id, e.seq DESC
-    ), replayed AS (
-        SELECT s.account_id, coalesce(b.balance, 0) AS balance, s.status
-          FROM statuses AS s LEFT JOIN balances AS b USING (account_id)
-        UNION ALL  -- money moved for an account that was never opened
-        SELECT b.account_id, b.balance, NULL
-          FROM balances AS b WHERE NOT EXISTS (SELECT 1 FROM statuses AS s WHERE s.account_id = b.account_id)
-    )
-    SELECT coalesce(a.id, r.account_id), a.balance, r.balance, a.status, r.status
-      FROM wallet.accounts AS a
-      FULL JOIN replayed AS r ON r.account_id = a.id
-     WHERE a.id IS NULL OR r.account_id IS NULL
-        OR a.balance::numeric IS DISTINCT FROM r.balance
-        OR a.status IS DISTINCT FROM r.status
-     ORDER BY 1
-$fn$;
-COMMENT ON FUNCTION wallet.verify() IS
-    'Replays the event log; returns the accounts whose stored state differs from the replay (none = consistent).';
-
 -- The invariants an auditor checks first, per currency: the balances sum to exactly 0, and no
 -- account without overdraft permission is below zero (counting outgoing reservations).
 CREATE FUNCTION wallet.trial_balance()

@@ -18,7 +18,11 @@ GRANT EXECUTE ON FUNCTION
     wallet.list_accounts(text, text, bigint, integer),
     wallet.statement(bigint, bigint, integer),
     wallet.get_transfer(bigint),
-    wallet.verify(),
+    wallet.verify(boolean),
+    wallet.verify_read_side(),
+    wallet.check_snapshot(bigint),
+    wallet._tail_after(xid8, bigint),
+    wallet._key_of_position(bigint),
     wallet.trial_balance(),
     wallet._require_account(bigint),
     wallet._require_page(integer),
@@ -43,7 +47,9 @@ GRANT EXECUTE ON FUNCTION
     wallet.transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]),
     wallet._transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]),
     wallet._batch_result_name(bigint),
-    wallet.seal(integer)
+    wallet.seal(integer),
+    wallet.refresh_read_side(integer),
+    wallet.take_snapshot()
 TO wallet_operator;
 
 -- The table-level refusal, on top of the triggers: no role is granted these on the log.

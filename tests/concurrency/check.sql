@@ -38,6 +38,18 @@ BEGIN
     IF EXISTS (SELECT 1 FROM wallet.verify_chain()) THEN
         RAISE EXCEPTION 'verify_chain(): %', (SELECT problem FROM wallet.verify_chain());
     END IF;
+    -- the read side, refreshed while clients wrote, plus its tail equals the write side; a
+    -- snapshot plus its tail equals a replay from zero
+    IF EXISTS (SELECT 1 FROM wallet.verify_read_side()) THEN
+        RAISE EXCEPTION 'verify_read_side() found differences';
+    END IF;
+    n := wallet.take_snapshot();   -- its own statement: check_snapshot must see it
+    IF EXISTS (SELECT 1 FROM wallet.check_snapshot(n)) THEN
+        RAISE EXCEPTION 'a snapshot plus its tail differs from the replay from zero';
+    END IF;
+    IF EXISTS (SELECT 1 FROM wallet.verify_read_side()) OR EXISTS (SELECT 1 FROM wallet.verify()) THEN
+        RAISE EXCEPTION 'inconsistent after the snapshot';
+    END IF;
     -- 5. a key took effect at most once, and every caller with that key got the same answer
     SELECT count(*) INTO n FROM (SELECT idempotency_key FROM conc.effects WHERE idempotency_key IS NOT NULL
                                   GROUP BY 1 HAVING count(DISTINCT transfer_id) > 1) s;

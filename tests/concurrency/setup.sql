@@ -79,3 +79,15 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Raises if the read side plus its tail disagrees with the write side, checked while others write.
+CREATE FUNCTION conc.check_read_side() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+BEGIN
+    FOR bad IN SELECT * FROM wallet.verify_read_side() LIMIT 1 LOOP
+        RAISE EXCEPTION 'read side differs under concurrency: %', bad;
+    END LOOP;
+END
+$$;
