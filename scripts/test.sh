@@ -7,13 +7,15 @@
 #   4. pg_dump / pg_restore (tests/dump_restore.sh);
 #   5. tests/fuzz.sql: 3,000 calls with random, NULL, extreme and malformed arguments; every error a
 #      documented SQLSTATE, never XX000 or a crash, invariants intact afterwards;
-#   6. a client in another language: examples/python_client.py with psycopg 3 (from PyPI, in a venv).
+#   6. a client in another language: examples/python_client.py with psycopg 3 (from PyPI, in a venv);
+#   7. tests/replication.sh: logical replication of the log to a second cluster, which rebuilds
+#      every balance from the replicated events alone.
 # Prints one closing line "N passed, N failed" and exits non-zero when anything failed.
 # WALLET_TESTS="unit regress concurrency" picks a subset.
 source "$(dirname "$0")/lib.sh"
 
 TEST_PORT="${WALLET_TEST_PORT:-54362}"
-SUITES="${WALLET_TESTS:-unit regress concurrency dump fuzz client}"
+SUITES="${WALLET_TESTS:-unit regress concurrency dump fuzz client replication}"
 passed=0
 failed=0
 failures=()
@@ -65,6 +67,8 @@ test_regress() {
 
 test_concurrency() { bash "$REPO_ROOT/tests/concurrency.sh" test "$TEST_PORT"; }
 
+test_replication() { bash "$REPO_ROOT/tests/replication.sh"; }
+
 test_dump() { bash "$REPO_ROOT/tests/dump_restore.sh" test "$TEST_PORT"; }
 
 test_fuzz() {
@@ -85,7 +89,7 @@ test_client() {
 
 ensure_toolchain
 suite unit "cargo pgrx test (Rust unit tests and #[pg_test]s)"
-if [[ " $SUITES " =~ " "(regress|concurrency|dump|fuzz|client)" " ]]; then
+if [[ " $SUITES " =~ " "(regress|concurrency|dump|fuzz|client|replication)" " ]]; then
     install_extension
     cluster_start test "$TEST_PORT"
 fi
@@ -95,6 +99,7 @@ suite dump "pg_dump / pg_restore (tests/dump_restore.sh)"
 suite fuzz "fuzzing the API (tests/fuzz.sql)"
 suite client "Python client (examples/python_client.py)"
 cluster_stop test
+suite replication "logical replication to a second cluster (tests/replication.sh)"
 
 [ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"
 echo "$passed passed, $failed failed"

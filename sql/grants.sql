@@ -49,7 +49,8 @@ GRANT EXECUTE ON FUNCTION
     wallet._batch_result_name(bigint),
     wallet.seal(integer),
     wallet.refresh_read_side(integer),
-    wallet.take_snapshot()
+    wallet.take_snapshot(),
+    wallet.rebuild_read_side()
 TO wallet_operator;
 
 -- The table-level refusal, on top of the triggers: no role is granted these on the log.

@@ -257,3 +257,48 @@ LANGUAGE sql STABLE AS $fn$
 $fn$;
 COMMENT ON FUNCTION wallet.verify(boolean) IS
     'Replays the log (from the latest snapshot plus its tail, unless from_snapshot is false); returns accounts whose stored state differs (none = consistent).';
+
+-- Publication for logical replication: other clusters subscribe to the log and rebuild state on
+-- their own. Needs wal_level = logical on this cluster. Returns the publication's name.
+CREATE FUNCTION wallet.create_publication(publication_name text DEFAULT 'wallet_events')
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF publication_name IS NULL OR publication_name !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid argument publication_name: 1 to 63 characters a-z, 0-9, _, got %',
+            coalesce(quote_literal(publication_name), 'NULL') USING ERRCODE = 'WA016';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = publication_name) THEN
+        -- Insert-only, like the log itself.
+        EXECUTE format('CREATE PUBLICATION %I FOR TABLE wallet.events WITH (publish = %L)',
+                       publication_name, 'insert');
+    END IF;
+    RETURN publication_name;
+END
+$fn$;
+COMMENT ON FUNCTION wallet.create_publication(text) IS
+    'Creates (if missing) an insert-only PUBLICATION of wallet.events for logical replication; needs wal_level = logical.';
+
+-- Rebuilds the read side from the first event (after a change of its rules, or to measure a full
+-- rebuild); returns the number of events applied.
+CREATE FUNCTION wallet.rebuild_read_side() RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    applied bigint := 0;
+    n bigint;
+BEGIN
+    INSERT INTO wallet.read_state DEFAULT VALUES ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM wallet.read_state FOR UPDATE;
+    DELETE FROM wallet.read_balances;
+    DELETE FROM wallet.read_daily_totals;
+    UPDATE wallet.read_state SET last_position = 0;
+    LOOP
+        n := wallet.refresh_read_side(1000000);
+        EXIT WHEN n = 0;
+        applied := applied + n;
+    END LOOP;
+    RETURN applied;
+END
+$fn$;
+COMMENT ON FUNCTION wallet.rebuild_read_side() IS
+    'Empties the read side and applies every sealed event again; returns how many.';
