@@ -76,10 +76,13 @@ BEGIN
     IF to_position IS NULL THEN
         RETURN 0;
     END IF;
-    CREATE TEMP TABLE IF NOT EXISTS wallet_refresh_moves
-        (account_id bigint, currency text, out_amount bigint, in_amount bigint, day date,
-         position bigint) ON COMMIT DROP;
-    TRUNCATE wallet_refresh_moves;
+    IF to_regclass('pg_temp.wallet_refresh_moves') IS NULL THEN
+        CREATE TEMP TABLE wallet_refresh_moves
+            (account_id bigint, currency text, out_amount bigint, in_amount bigint, day date,
+             position bigint) ON COMMIT DROP;
+    ELSE
+        TRUNCATE wallet_refresh_moves;
+    END IF;
     INSERT INTO wallet_refresh_moves
     SELECT m.account_id, e.currency, m.out_amount, m.in_amount,
            (e.occurred_at AT TIME ZONE 'UTC')::date, c.position
