@@ -53,6 +53,17 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
         'idempotency_key', e.idempotency_key, 'data', e.data)::text
 $fn$;
 
+-- Work done in one call by seal() and refresh_read_side(): 1 to 1,000,000 events.
+CREATE FUNCTION wallet._require_max_events(max_events integer) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF max_events IS NULL OR max_events NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'invalid argument max_events: must be between 1 and 1000000, got %',
+            coalesce(max_events::text, 'NULL') USING ERRCODE = 'WA016';
+    END IF;
+END
+$fn$;
+
 -- Seals up to max_events events of finished transactions; returns how many. Then notifies
 -- channel wallet_events with the new last position (delivered when the caller commits).
 CREATE FUNCTION wallet.seal(max_events integer DEFAULT 100000) RETURNS bigint
@@ -63,10 +74,7 @@ DECLARE
     e wallet.events;
     sealed bigint := 0;
 BEGIN
-    IF max_events IS NULL OR max_events NOT BETWEEN 1 AND 1000000 THEN
-        RAISE EXCEPTION 'invalid argument max_events: must be between 1 and 1000000, got %',
-            coalesce(max_events::text, 'NULL') USING ERRCODE = 'WA016';
-    END IF;
+    PERFORM wallet._require_max_events(max_events);
     -- One sealer at a time; the frontier is taken after the lock, from a fresh snapshot.
     INSERT INTO wallet.seal_state DEFAULT VALUES ON CONFLICT DO NOTHING;
     SELECT * INTO state FROM wallet.seal_state FOR UPDATE;

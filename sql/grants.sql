@@ -48,6 +48,7 @@ GRANT EXECUTE ON FUNCTION
     wallet._transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]),
     wallet._batch_result_name(bigint),
     wallet.seal(integer),
+    wallet._require_max_events(integer),
     wallet.refresh_read_side(integer),
     wallet.take_snapshot(),
     wallet.rebuild_read_side()

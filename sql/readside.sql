@@ -64,10 +64,7 @@ DECLARE
     from_position bigint;
     to_position bigint;
 BEGIN
-    IF max_events IS NULL OR max_events NOT BETWEEN 1 AND 1000000 THEN
-        RAISE EXCEPTION 'invalid argument max_events: must be between 1 and 1000000, got %',
-            coalesce(max_events::text, 'NULL') USING ERRCODE = 'WA016';
-    END IF;
+    PERFORM wallet._require_max_events(max_events);
     INSERT INTO wallet.read_state DEFAULT VALUES ON CONFLICT DO NOTHING;
     SELECT r.last_position INTO from_position FROM wallet.read_state AS r FOR UPDATE;
     SELECT max(c.position) INTO to_position
