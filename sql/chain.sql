@@ -114,10 +114,12 @@ LANGUAGE sql STABLE AS $fn$
       FROM (SELECT) AS one LEFT JOIN wallet.seal_state AS s ON true
 $fn$;
 
--- Recomputes the chain from its start and returns its first broken link, if any: a position
--- missing, an event deleted, an event changed, a head that does not match, or an event of a
--- sealed transaction left out of the chain. No rows = intact.
-CREATE FUNCTION wallet.verify_chain()
+-- Recomputes the chain and returns its first broken link, if any: a position missing, an event
+-- deleted, an event changed, a head that does not match, or an event of a sealed transaction left
+-- out of the chain. No rows = intact. From the start by default; or from a head recorded earlier
+-- outside the database (chain_head()), which is then the trust anchor: the recorded hash must
+-- still be the one at that position, and only the links after it are recomputed.
+CREATE FUNCTION wallet.verify_chain(after_position bigint DEFAULT 0, after_hash text DEFAULT NULL)
 RETURNS TABLE (chain_position bigint, seq bigint, problem text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -126,8 +128,25 @@ DECLARE
     h bytea := '\x';
     expected bigint := 0;
     state wallet.seal_state;
+    anchor_tx xid8 := '0';
+    anchor_seq bigint := 0;
 BEGIN
-    FOR link IN SELECT * FROM wallet.chain ORDER BY position LOOP
+    IF coalesce(after_position, 0) > 0 THEN
+        IF after_hash IS NULL OR after_hash !~ '^[0-9a-f]{64}$' THEN
+            RAISE EXCEPTION 'invalid argument after_hash: 64 hex digits from chain_head() are needed with after_position %',
+                after_position USING ERRCODE = 'WA016';
+        END IF;
+        SELECT * INTO link FROM wallet.chain AS c WHERE c.position = after_position;
+        IF NOT FOUND OR link.hash <> decode(after_hash, 'hex') THEN
+            RETURN QUERY SELECT after_position, link.seq, 'chain differs from the recorded head'::text;
+            RETURN;
+        END IF;
+        h := link.hash;
+        expected := after_position;
+        anchor_tx := link.tx_id;
+        anchor_seq := link.seq;
+    END IF;
+    FOR link IN SELECT * FROM wallet.chain AS c WHERE c.position > expected ORDER BY c.position LOOP
         expected := expected + 1;
         IF link.position <> expected THEN
             RETURN QUERY SELECT expected, NULL::bigint, 'chain position missing'::text;
@@ -156,13 +175,14 @@ BEGIN
         SELECT NULL::bigint, ev.seq, 'event of a sealed transaction missing from the chain'::text
           FROM wallet.events AS ev
          WHERE (ev.tx_id, ev.seq) <= (state.last_tx_id, state.last_seq)
+           AND (ev.tx_id, ev.seq) > (anchor_tx, anchor_seq)
            AND NOT EXISTS (SELECT 1 FROM wallet.chain AS c WHERE c.seq = ev.seq)
          ORDER BY ev.tx_id, ev.seq
          LIMIT 1;
 END
 $fn$;
-COMMENT ON FUNCTION wallet.verify_chain() IS
-    'Recomputes the hash chain; returns its first broken link (no rows = intact).';
+COMMENT ON FUNCTION wallet.verify_chain(bigint, text) IS
+    'Recomputes the hash chain (from the start, or from a head recorded earlier); returns its first broken link (no rows = intact).';
 
 -- The cursor consumers follow: sealed events after a chain position, in sealed order. Nothing
 -- ever appears behind a position once it has been returned.

@@ -28,7 +28,7 @@ GRANT EXECUTE ON FUNCTION
     wallet._require_page(integer),
     wallet.event_text(wallet.events),
     wallet.chain_head(),
-    wallet.verify_chain(),
+    wallet.verify_chain(bigint, text),
     wallet.events_after(bigint, integer),
     wallet.balance_at(bigint, bigint),
     wallet.balance_at_time(bigint, timestamptz),

@@ -54,3 +54,18 @@ DELETE FROM wallet.events WHERE seq = :dep;
 SELECT seq = :dep AS is_the_deposit, problem FROM wallet.verify_chain();
 ROLLBACK;
 SELECT count(*) AS broken_links FROM wallet.verify_chain();
+
+-- From a head recorded earlier (outside the database): only the links after it are recomputed,
+-- and the recorded hash must still be the chain's hash at that position.
+SELECT last_position AS rec_pos, last_hash AS rec_hash FROM wallet.chain_head() \gset
+SELECT wallet.transfer(:olga, :petr, 2) > 0 AS posted;
+SELECT wallet.seal() AS sealed_after_recording;
+SELECT count(*) AS broken_links FROM wallet.verify_chain(:rec_pos, :'rec_hash');
+BEGIN;
+ALTER TABLE wallet.events DISABLE TRIGGER events_no_update_delete;
+UPDATE wallet.events SET amount = 3 WHERE seq = (SELECT max(seq) FROM wallet.events);
+SELECT problem FROM wallet.verify_chain(:rec_pos, :'rec_hash');
+ROLLBACK;
+SELECT problem FROM wallet.verify_chain(:rec_pos, repeat('0', 64));
+SELECT * FROM wallet.verify_chain(:rec_pos);
+\echo :LAST_ERROR_SQLSTATE

@@ -4,9 +4,9 @@
 SELECT wallet.create_currency('RON') AS ron_system \gset
 SELECT wallet.open_account('RON', 'tina') AS tina \gset
 SELECT wallet.open_account('RON', 'ugo') AS ugo \gset
-SELECT wallet.deposit(:tina, 5000);
-SELECT wallet.transfer(:tina, :ugo, 1200);
-SELECT wallet.transfer(:ugo, :tina, 200);
+SELECT wallet.deposit(:tina, 5000) > 0 AS posted;
+SELECT wallet.transfer(:tina, :ugo, 1200) > 0 AS posted;
+SELECT wallet.transfer(:ugo, :tina, 200) > 0 AS posted;
 
 -- Before sealing and refreshing, the read side lags; the tail makes up the difference.
 SELECT count(*) AS differences FROM wallet.verify_read_side();
