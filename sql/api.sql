@@ -131,14 +131,21 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION wallet._require_page(max_rows integer) RETURNS void
+-- A bounded argument: NULL or out of [low, high] is refused with WA016, naming the argument.
+CREATE FUNCTION wallet._require_range(argument text, value bigint, low bigint, high bigint)
+RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION 'invalid argument max_rows: must be between 1 and 10000, got %',
-            coalesce(max_rows::text, 'NULL') USING ERRCODE = 'WA016';
+    IF value IS NULL OR value NOT BETWEEN low AND high THEN
+        RAISE EXCEPTION 'invalid argument %: must be between % and %, got %',
+            argument, low, high, coalesce(value::text, 'NULL') USING ERRCODE = 'WA016';
     END IF;
 END
+$fn$;
+
+CREATE FUNCTION wallet._require_page(max_rows integer) RETURNS void
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT wallet._require_range('max_rows', $1, 1, 10000)
 $fn$;
 
 CREATE FUNCTION wallet.get_account(account_id bigint)

@@ -55,13 +55,8 @@ $fn$;
 
 -- Work done in one call by seal() and refresh_read_side(): 1 to 1,000,000 events.
 CREATE FUNCTION wallet._require_max_events(max_events integer) RETURNS void
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
-BEGIN
-    IF max_events IS NULL OR max_events NOT BETWEEN 1 AND 1000000 THEN
-        RAISE EXCEPTION 'invalid argument max_events: must be between 1 and 1000000, got %',
-            coalesce(max_events::text, 'NULL') USING ERRCODE = 'WA016';
-    END IF;
-END
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT wallet._require_range('max_events', $1, 1, 1000000)
 $fn$;
 
 -- Seals up to max_events events of finished transactions; returns how many. Then notifies

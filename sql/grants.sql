@@ -26,6 +26,7 @@ GRANT EXECUTE ON FUNCTION
     wallet.trial_balance(),
     wallet._require_account(bigint),
     wallet._require_page(integer),
+    wallet._require_range(text, bigint, bigint, bigint),
     wallet.event_text(wallet.events),
     wallet.chain_head(),
     wallet.verify_chain(bigint, text),

@@ -19,7 +19,11 @@ extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/api.sql", name = "api", requires = ["schema"]);
 extension_sql_file!("../sql/chain.sql", name = "chain", requires = ["api"]);
 extension_sql_file!("../sql/history.sql", name = "history", requires = ["api"]);
-extension_sql_file!("../sql/readside.sql", name = "readside", requires = ["chain"]);
+extension_sql_file!(
+    "../sql/readside.sql",
+    name = "readside",
+    requires = ["chain"]
+);
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
