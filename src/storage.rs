@@ -162,6 +162,20 @@ fn read_account(conn: &Connection, kept: &Kept, account_id: i64) -> Option<Accou
     (!rows.is_empty()).then(|| account_state(&rows, 0))
 }
 
+/// The stored event that first used a key, from row `row` of transfer_prior.sql or
+/// batch_prior.sql, whose columns seq, event_type, debit, credit, amount, same_metadata start at
+/// column `first`.
+fn prior_transfer(rows: &Rows, row: usize, first: usize) -> PriorTransfer {
+    PriorTransfer {
+        transfer_id: rows.get(row, first).expect("seq"),
+        event_type: rows.get(row, first + 1).expect("event_type"),
+        debit_account_id: rows.get(row, first + 2),
+        credit_account_id: rows.get(row, first + 3),
+        amount: rows.get(row, first + 4),
+        metadata_matches: rows.get(row, first + 5).expect("same_metadata"),
+    }
+}
+
 /// Row `row` of a result whose columns are those of account_state.sql.
 fn account_state(rows: &Rows, row: usize) -> AccountState {
     let status: String = rows.get(row, 3).expect("status is NOT NULL");
@@ -178,7 +192,7 @@ fn account_state(rows: &Rows, row: usize) -> AccountState {
 }
 
 /// Takes a transaction-level advisory lock on the key's hash, so two sessions presenting the
-/// same key run one after the other (see transfer.sql).
+/// same key run one after the other (see transfer_post.sql).
 fn lock_idempotency_key(key: &[u8]) {
     let hash = domain::key_hash(key);
     let folded = ((hash >> 32) ^ hash) as u32 as i32;
@@ -200,23 +214,15 @@ pub struct TransferCall<'a> {
 }
 
 /// Posts a transfer (or returns the first answer for a repeated idempotency key): the two legs
-/// in ascending account id order, then the event. Three kept statements, the shape of a careful
-/// hand-written transfer, issued without an interpreter in between.
+/// in ascending account id order, the second one together with the event: two kept statements
+/// (plus the key's look-up for a keyed call), issued without an interpreter in between.
 pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
     let r = &call.request;
     if let Some((key, key_datum)) = call.idempotency_key {
         lock_idempotency_key(key.as_bytes());
         let rows = conn.execute(&TRANSFER_PRIOR, &[Some(key_datum), call.metadata]);
         if !rows.is_empty() {
-            let prior = PriorTransfer {
-                transfer_id: rows.get(0, 1).expect("seq"),
-                event_type: rows.get(0, 2).expect("event_type"),
-                debit_account_id: rows.get(0, 3),
-                credit_account_id: rows.get(0, 4),
-                amount: rows.get(0, 5),
-                metadata_matches: rows.get(0, 6).expect("same_metadata"),
-            };
-            return domain::replay_answer(key, r, &prior);
+            return domain::replay_answer(key, r, &prior_transfer(&rows, 0, 1));
         }
     }
     let (first_id, second_id) = if r.debit_account_id < r.credit_account_id {
@@ -412,15 +418,7 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
         let rows = conn.execute(&BATCH_PRIOR, &[keys.into_datum()]);
         for row in 0..rows.len() {
             let key: String = rows.get(row, 1).expect("key");
-            let first = PriorTransfer {
-                transfer_id: rows.get(row, 2).expect("seq"),
-                event_type: rows.get(row, 3).expect("event_type"),
-                debit_account_id: rows.get(row, 4),
-                credit_account_id: rows.get(row, 5),
-                amount: rows.get(row, 6),
-                metadata_matches: rows.get(row, 7).expect("same_metadata"),
-            };
-            prior.insert(key, first);
+            prior.insert(key, prior_transfer(&rows, row, 2));
         }
     }
 
