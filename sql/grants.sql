@@ -22,6 +22,7 @@ GRANT EXECUTE ON FUNCTION
     wallet.verify_read_side(),
     wallet.check_snapshot(bigint),
     wallet._tail_after(xid8, bigint),
+    wallet._replayed_balances(bigint),
     wallet._key_of_position(bigint),
     wallet.trial_balance(),
     wallet._require_account(bigint),

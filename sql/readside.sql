@@ -130,6 +130,24 @@ LANGUAGE sql STABLE AS $fn$
       FROM (SELECT) AS one LEFT JOIN wallet.chain AS c ON c.position = $1
 $fn$;
 
+-- Replayed balance per account: a snapshot's balances plus the movements after it, or (snapshot
+-- NULL) every movement from the first event. Used by verify() and check_snapshot().
+CREATE FUNCTION wallet._replayed_balances(snapshot_id bigint)
+RETURNS TABLE (account_id bigint, balance numeric)
+LANGUAGE sql STABLE AS $fn$
+    WITH snap AS (
+        SELECT s.last_tx_id, s.last_seq FROM wallet.snapshots AS s WHERE s.snapshot_id = $1
+    ), base AS (
+        SELECT b.account_id, b.balance::numeric AS balance
+          FROM wallet.snapshot_balances AS b WHERE b.snapshot_id = $1
+    ), tail AS (
+        SELECT t.* FROM wallet._tail_after(coalesce((SELECT last_tx_id FROM snap), '0'),
+                                           coalesce((SELECT last_seq FROM snap), 0)) AS t
+    )
+    SELECT coalesce(b.account_id, t.account_id), coalesce(b.balance, 0) + coalesce(t.delta, 0)
+      FROM base AS b FULL JOIN tail AS t ON t.account_id = b.account_id
+$fn$;
+
 -- The read side plus the tail, against the write side: no rows when they agree. Runs while
 -- transfers are written (one consistent snapshot of the tables).
 CREATE FUNCTION wallet.verify_read_side()
@@ -187,22 +205,9 @@ BEGIN
             coalesce(check_snapshot.snapshot_id::text, 'NULL') USING ERRCODE = 'WA016';
     END IF;
     RETURN QUERY
-    WITH via_snapshot AS (
-        SELECT coalesce(b.account_id, t.account_id) AS account_id,
-               coalesce(b.balance, 0) + coalesce(t.delta, 0) AS balance
-          FROM (SELECT sb.account_id, sb.balance FROM wallet.snapshot_balances AS sb
-                 WHERE sb.snapshot_id = s.snapshot_id) AS b
-          FULL JOIN wallet._tail_after(s.last_tx_id, s.last_seq) AS t ON t.account_id = b.account_id
-    ), from_zero AS (
-        SELECT m.account_id, sum(m.delta) AS balance
-          FROM wallet.events AS e
-         CROSS JOIN LATERAL (VALUES (e.debit_account_id, -e.amount::numeric),
-                                    (e.credit_account_id, e.amount::numeric)) AS m (account_id, delta)
-         WHERE e.event_type = 'transfer'
-         GROUP BY m.account_id
-    )
     SELECT coalesce(v.account_id, z.account_id), v.balance, z.balance
-      FROM via_snapshot AS v FULL JOIN from_zero AS z ON z.account_id = v.account_id
+      FROM wallet._replayed_balances(s.snapshot_id) AS v
+      FULL JOIN wallet._replayed_balances(NULL) AS z ON z.account_id = v.account_id
      WHERE coalesce(v.balance, 0) <> coalesce(z.balance, 0);
 END
 $fn$;
@@ -217,18 +222,10 @@ CREATE FUNCTION wallet.verify(from_snapshot boolean DEFAULT true)
 RETURNS TABLE (account_id bigint, stored_balance bigint, replayed_balance numeric,
                stored_status text, replayed_status text)
 LANGUAGE sql STABLE AS $fn$
-    WITH snap AS (
-        SELECT s.* FROM wallet.snapshots AS s WHERE $1 ORDER BY s.snapshot_id DESC LIMIT 1
-    ), base AS (
-        SELECT b.account_id, b.balance::numeric AS balance
-          FROM wallet.snapshot_balances AS b JOIN snap ON snap.snapshot_id = b.snapshot_id
-    ), tail AS (
-        SELECT t.* FROM wallet._tail_after(coalesce((SELECT last_tx_id FROM snap), '0'),
-                                           coalesce((SELECT last_seq FROM snap), 0)) AS t
-    ), balances AS (
-        SELECT coalesce(b.account_id, t.account_id) AS account_id,
-               coalesce(b.balance, 0) + coalesce(t.delta, 0) AS balance
-          FROM base AS b FULL JOIN tail AS t ON t.account_id = b.account_id
+    WITH balances AS (
+        SELECT r.* FROM wallet._replayed_balances(
+            (SELECT s.snapshot_id FROM wallet.snapshots AS s WHERE $1
+              ORDER BY s.snapshot_id DESC LIMIT 1)) AS r
     ), statuses AS (
         SELECT DISTINCT ON (e.account_id) e.account_id,
                CASE e.event_type WHEN 'account_opened' THEN 'active'
