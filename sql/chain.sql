@@ -53,6 +53,13 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
         'idempotency_key', e.idempotency_key, 'data', e.data)::text
 $fn$;
 
+-- A chain link: the hash of the previous link followed by the event's text. seal() writes it,
+-- verify_chain() recomputes it: one definition for both.
+CREATE FUNCTION wallet._link_hash(previous bytea, e wallet.events) RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT sha256($1 || convert_to(wallet.event_text($2), 'UTF8'))
+$fn$;
+
 -- Work done in one call by seal() and refresh_read_side(): 1 to 1,000,000 events.
 CREATE FUNCTION wallet._require_max_events(max_events integer) RETURNS void
 LANGUAGE sql IMMUTABLE AS $fn$
@@ -82,7 +89,7 @@ BEGIN
          LIMIT max_events
     LOOP
         state.last_position := state.last_position + 1;
-        state.last_hash := sha256(state.last_hash || convert_to(wallet.event_text(e), 'UTF8'));
+        state.last_hash := wallet._link_hash(state.last_hash, e);
         INSERT INTO wallet.chain (position, seq, tx_id, hash)
         VALUES (state.last_position, e.seq, e.tx_id, state.last_hash);
         state.last_tx_id := e.tx_id;
@@ -152,7 +159,7 @@ BEGIN
             RETURN QUERY SELECT link.position, link.seq, 'event deleted'::text;
             RETURN;
         END IF;
-        h := sha256(h || convert_to(wallet.event_text(e), 'UTF8'));
+        h := wallet._link_hash(h, e);
         IF h <> link.hash THEN
             RETURN QUERY SELECT link.position, link.seq, 'event changed (hash mismatch)'::text;
             RETURN;
