@@ -53,11 +53,12 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
         'idempotency_key', e.idempotency_key, 'data', e.data)::text
 $fn$;
 
--- A chain link: the hash of the previous link followed by the event's text. seal() writes it,
--- verify_chain() recomputes it: one definition for both.
-CREATE FUNCTION wallet._link_hash(previous bytea, e wallet.events) RETURNS bytea
+-- A chain link: the hash of the previous link followed by the event's text (event_text()).
+-- seal() writes it, verify_chain() recomputes it: one definition for both. It takes the text, not
+-- the event row: with a row argument the call was not inlined and sealing ran 3 times slower.
+CREATE FUNCTION wallet._link_hash(previous bytea, event_text text) RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT sha256($1 || convert_to(wallet.event_text($2), 'UTF8'))
+    SELECT sha256($1 || convert_to($2, 'UTF8'))
 $fn$;
 
 -- Work done in one call by seal() and refresh_read_side(): 1 to 1,000,000 events.
@@ -89,7 +90,7 @@ BEGIN
          LIMIT max_events
     LOOP
         state.last_position := state.last_position + 1;
-        state.last_hash := wallet._link_hash(state.last_hash, e);
+        state.last_hash := wallet._link_hash(state.last_hash, wallet.event_text(e));
         INSERT INTO wallet.chain (position, seq, tx_id, hash)
         VALUES (state.last_position, e.seq, e.tx_id, state.last_hash);
         state.last_tx_id := e.tx_id;
@@ -159,7 +160,7 @@ BEGIN
             RETURN QUERY SELECT link.position, link.seq, 'event deleted'::text;
             RETURN;
         END IF;
-        h := wallet._link_hash(h, e);
+        h := wallet._link_hash(h, wallet.event_text(e));
         IF h <> link.hash THEN
             RETURN QUERY SELECT link.position, link.seq, 'event changed (hash mismatch)'::text;
             RETURN;

@@ -29,7 +29,7 @@ GRANT EXECUTE ON FUNCTION
     wallet._require_page(integer),
     wallet._require_range(text, bigint, bigint, bigint),
     wallet.event_text(wallet.events),
-    wallet._link_hash(bytea, wallet.events),
+    wallet._link_hash(bytea, text),
     wallet.chain_head(),
     wallet.verify_chain(bigint, text),
     wallet.events_after(bigint, integer),
