@@ -228,9 +228,9 @@ LANGUAGE sql STABLE AS $fn$
     SELECT e.seq, e.occurred_at, e.debit_account_id, e.credit_account_id, e.amount, e.currency,
            e.idempotency_key, e.data
       FROM wallet.events AS e
-     WHERE e.seq = $1 AND e.event_type = 'transfer'
+     WHERE e.seq = $1 AND e.event_type IN ('transfer', 'hold_confirmed')
 $fn$;
-COMMENT ON FUNCTION wallet.get_transfer(bigint) IS 'One transfer by id; no row when there is none.';
+COMMENT ON FUNCTION wallet.get_transfer(bigint) IS 'One transfer (or a confirmed hold''s posting) by id; no row when there is none.';
 
 -- The invariants an auditor checks first, per currency: the balances sum to exactly 0, and no
 -- account without overdraft permission is below zero (counting outgoing reservations).

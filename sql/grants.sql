@@ -35,7 +35,11 @@ GRANT EXECUTE ON FUNCTION
     wallet.events_after(bigint, integer),
     wallet.balance_at(bigint, bigint),
     wallet.balance_at_time(bigint, timestamptz),
-    wallet.statement_between(bigint, bigint, bigint, integer)
+    wallet.statement_between(bigint, bigint, bigint, integer),
+    wallet._moves_money(text),
+    wallet.get_hold(text, text),
+    wallet.account_balances(bigint),
+    wallet.open_holds(bigint)
 TO wallet_reader;
 
 GRANT EXECUTE ON FUNCTION
@@ -54,8 +58,25 @@ GRANT EXECUTE ON FUNCTION
     wallet._require_max_events(integer),
     wallet.refresh_read_side(integer),
     wallet.take_snapshot(),
-    wallet.rebuild_read_side()
+    wallet.rebuild_read_side(),
+    wallet.try_hold(text, text, bigint, bigint, bigint, interval, text),
+    wallet.confirm_hold(text, text, bigint),
+    wallet.cancel_hold(text, text),
+    wallet.try_branch(text, text, bigint, bigint, bigint, interval, text),
+    wallet.expire_holds(integer),
+    wallet._require_node(text),
+    wallet._gtx_claim(text, boolean),
+    wallet._gtx_release(text),
+    wallet._gtx_begin(text, text, bigint, text, bigint, bigint, interval),
+    wallet._gtx_step(text, boolean),
+    wallet._recovery_candidates()
 TO wallet_operator;
+GRANT EXECUTE ON PROCEDURE
+    wallet.transfer_across(text, text, bigint, text, bigint, bigint, interval, text),
+    wallet.recover(integer, integer)
+TO wallet_operator;
+-- wallet.register_node is for the extension's owner (a superuser): the coordinator connects to
+-- registered nodes with the owner's rights.
 
 -- The table-level refusal, on top of the triggers: no role is granted these on the log.
 REVOKE UPDATE, DELETE, TRUNCATE ON wallet.events, wallet.chain FROM PUBLIC, wallet_reader, wallet_operator;

@@ -15,7 +15,9 @@ CREATE TABLE wallet.read_balances (
     account_id    bigint PRIMARY KEY,
     currency      text NOT NULL,
     balance       bigint NOT NULL,
-    last_position bigint NOT NULL           -- last chain position applied to this account
+    last_position bigint NOT NULL,          -- last chain position applied to this account
+    pending_debit  bigint NOT NULL DEFAULT 0,
+    pending_credit bigint NOT NULL DEFAULT 0
 );
 CREATE TABLE wallet.read_daily_totals (
     account_id bigint NOT NULL,
@@ -26,6 +28,12 @@ CREATE TABLE wallet.read_daily_totals (
 );
 COMMENT ON TABLE wallet.read_balances IS
     'Read side: balance per account built from sealed events; refreshed by wallet.refresh_read_side().';
+
+-- The events that move money, posted (amount) or pending (pending_delta); see sql/holds.sql.
+CREATE FUNCTION wallet._moves_money(event_type text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT $1 IN ('transfer', 'hold_placed', 'hold_confirmed', 'hold_cancelled', 'hold_expired')
+$fn$;
 
 -- Daily history per account: opening and closing from the running sum of the days before.
 CREATE VIEW wallet.read_daily AS
@@ -47,6 +55,8 @@ CREATE TABLE wallet.snapshot_balances (
     snapshot_id bigint NOT NULL REFERENCES wallet.snapshots ON DELETE CASCADE,
     account_id  bigint NOT NULL,
     balance     bigint NOT NULL,
+    pending_debit  bigint NOT NULL DEFAULT 0,
+    pending_credit bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (snapshot_id, account_id)
 );
 
@@ -76,29 +86,35 @@ BEGIN
     IF to_regclass('pg_temp.wallet_refresh_moves') IS NULL THEN
         CREATE TEMP TABLE wallet_refresh_moves
             (account_id bigint, currency text, out_amount bigint, in_amount bigint, day date,
-             position bigint) ON COMMIT DROP;
+             position bigint, pending_out bigint, pending_in bigint) ON COMMIT DROP;
     ELSE
         TRUNCATE wallet_refresh_moves;
     END IF;
     INSERT INTO wallet_refresh_moves
     SELECT m.account_id, e.currency, m.out_amount, m.in_amount,
-           (e.occurred_at AT TIME ZONE 'UTC')::date, c.position
+           (e.occurred_at AT TIME ZONE 'UTC')::date, c.position, m.pending_out, m.pending_in
       FROM wallet.chain AS c
       JOIN wallet.events AS e ON e.seq = c.seq
-     CROSS JOIN LATERAL (VALUES (e.debit_account_id, e.amount, 0::bigint),
-                                (e.credit_account_id, 0::bigint, e.amount)) AS m (account_id, out_amount, in_amount)
-     WHERE c.position > from_position AND c.position <= to_position AND e.event_type = 'transfer'
+     CROSS JOIN LATERAL (VALUES (e.debit_account_id, e.amount, 0::bigint, coalesce(e.pending_delta, 0), 0::bigint),
+                                (e.credit_account_id, 0::bigint, e.amount, 0::bigint, coalesce(e.pending_delta, 0)))
+                     AS m (account_id, out_amount, in_amount, pending_out, pending_in)
+     WHERE c.position > from_position AND c.position <= to_position
+       AND wallet._moves_money(e.event_type) AND m.account_id IS NOT NULL
     UNION ALL  -- an opened account appears on the read side with 0 even before money moves
-    SELECT e.account_id, e.currency, 0, 0, NULL, c.position
+    SELECT e.account_id, e.currency, 0, 0, NULL, c.position, 0, 0
       FROM wallet.chain AS c
       JOIN wallet.events AS e ON e.seq = c.seq
      WHERE c.position > from_position AND c.position <= to_position
        AND e.event_type = 'account_opened';
-    INSERT INTO wallet.read_balances AS r (account_id, currency, balance, last_position)
-    SELECT account_id, min(currency), sum(in_amount - out_amount), max(position)
+    INSERT INTO wallet.read_balances AS r (account_id, currency, balance, last_position,
+                                           pending_debit, pending_credit)
+    SELECT account_id, min(currency), sum(in_amount - out_amount), max(position),
+           sum(pending_out), sum(pending_in)
       FROM wallet_refresh_moves GROUP BY account_id
         ON CONFLICT (account_id) DO UPDATE
-       SET balance = r.balance + excluded.balance, last_position = excluded.last_position;
+       SET balance = r.balance + excluded.balance, last_position = excluded.last_position,
+           pending_debit = r.pending_debit + excluded.pending_debit,
+           pending_credit = r.pending_credit + excluded.pending_credit;
     INSERT INTO wallet.read_daily_totals AS d (account_id, day, debits, credits)
     SELECT account_id, day, sum(out_amount), sum(in_amount)
       FROM wallet_refresh_moves WHERE day IS NOT NULL GROUP BY account_id, day
@@ -111,15 +127,19 @@ $fn$;
 COMMENT ON FUNCTION wallet.refresh_read_side(integer) IS
     'Applies sealed events after the read side''s position to read_balances and read_daily_totals; never blocks writers.';
 
--- The tail after a position: per account, the net movement of the events not covered by it.
+-- The tail after a position: per account, the net movement of the events not covered by it:
+-- posted balance, pending_debit and pending_credit.
 CREATE FUNCTION wallet._tail_after(last_tx_id xid8, last_seq bigint)
-RETURNS TABLE (account_id bigint, delta numeric)
+RETURNS TABLE (account_id bigint, delta numeric, pending_debit_delta numeric,
+               pending_credit_delta numeric)
 LANGUAGE sql STABLE AS $fn$
-    SELECT m.account_id, sum(m.delta)
+    SELECT m.account_id, sum(m.delta), sum(m.pd), sum(m.pc)
       FROM wallet.events AS e
-     CROSS JOIN LATERAL (VALUES (e.debit_account_id, -e.amount::numeric),
-                                (e.credit_account_id, e.amount::numeric)) AS m (account_id, delta)
-     WHERE (e.tx_id, e.seq) > ($1, $2) AND e.event_type = 'transfer'
+     CROSS JOIN LATERAL (VALUES (e.debit_account_id, -e.amount::numeric, coalesce(e.pending_delta, 0)::numeric, 0::numeric),
+                                (e.credit_account_id, e.amount::numeric, 0::numeric, coalesce(e.pending_delta, 0)::numeric))
+                     AS m (account_id, delta, pd, pc)
+     WHERE (e.tx_id, e.seq) > ($1, $2) AND wallet._moves_money(e.event_type)
+       AND m.account_id IS NOT NULL
      GROUP BY m.account_id
 $fn$;
 
@@ -133,25 +153,30 @@ $fn$;
 -- Replayed balance per account: a snapshot's balances plus the movements after it, or (snapshot
 -- NULL) every movement from the first event. Used by verify() and check_snapshot().
 CREATE FUNCTION wallet._replayed_balances(snapshot_id bigint)
-RETURNS TABLE (account_id bigint, balance numeric)
+RETURNS TABLE (account_id bigint, balance numeric, pending_debit numeric, pending_credit numeric)
 LANGUAGE sql STABLE AS $fn$
     WITH snap AS (
         SELECT s.last_tx_id, s.last_seq FROM wallet.snapshots AS s WHERE s.snapshot_id = $1
     ), base AS (
-        SELECT b.account_id, b.balance::numeric AS balance
+        SELECT b.account_id, b.balance::numeric AS balance, b.pending_debit::numeric AS pending_debit,
+               b.pending_credit::numeric AS pending_credit
           FROM wallet.snapshot_balances AS b WHERE b.snapshot_id = $1
     ), tail AS (
         SELECT t.* FROM wallet._tail_after(coalesce((SELECT last_tx_id FROM snap), '0'),
                                            coalesce((SELECT last_seq FROM snap), 0)) AS t
     )
-    SELECT coalesce(b.account_id, t.account_id), coalesce(b.balance, 0) + coalesce(t.delta, 0)
+    SELECT coalesce(b.account_id, t.account_id), coalesce(b.balance, 0) + coalesce(t.delta, 0),
+           coalesce(b.pending_debit, 0) + coalesce(t.pending_debit_delta, 0),
+           coalesce(b.pending_credit, 0) + coalesce(t.pending_credit_delta, 0)
       FROM base AS b FULL JOIN tail AS t ON t.account_id = b.account_id
 $fn$;
 
 -- The read side plus the tail, against the write side: no rows when they agree. Runs while
 -- transfers are written (one consistent snapshot of the tables).
 CREATE FUNCTION wallet.verify_read_side()
-RETURNS TABLE (account_id bigint, stored_balance bigint, read_side_balance numeric)
+RETURNS TABLE (account_id bigint, stored_balance bigint, read_side_balance numeric,
+               stored_pending_debit bigint, read_side_pending_debit numeric,
+               stored_pending_credit bigint, read_side_pending_credit numeric)
 LANGUAGE sql STABLE AS $fn$
     WITH applied AS (
         SELECT k.* FROM (SELECT coalesce((SELECT last_position FROM wallet.read_state), 0) AS p) AS s,
@@ -160,12 +185,17 @@ LANGUAGE sql STABLE AS $fn$
         SELECT t.* FROM applied, wallet._tail_after(applied.last_tx_id, applied.last_seq) AS t
     ), read_now AS (
         SELECT coalesce(r.account_id, t.account_id) AS account_id,
-               coalesce(r.balance, 0) + coalesce(t.delta, 0) AS balance
+               coalesce(r.balance, 0) + coalesce(t.delta, 0) AS balance,
+               coalesce(r.pending_debit, 0) + coalesce(t.pending_debit_delta, 0) AS pending_debit,
+               coalesce(r.pending_credit, 0) + coalesce(t.pending_credit_delta, 0) AS pending_credit
           FROM wallet.read_balances AS r FULL JOIN tail AS t ON t.account_id = r.account_id
     )
-    SELECT a.id, a.balance, coalesce(n.balance, 0)
+    SELECT a.id, a.balance, coalesce(n.balance, 0), a.pending_debit, coalesce(n.pending_debit, 0),
+           a.pending_credit, coalesce(n.pending_credit, 0)
       FROM wallet.accounts AS a LEFT JOIN read_now AS n ON n.account_id = a.id
      WHERE a.balance::numeric <> coalesce(n.balance, 0)
+        OR a.pending_debit::numeric <> coalesce(n.pending_debit, 0)
+        OR a.pending_credit::numeric <> coalesce(n.pending_credit, 0)
      ORDER BY 1
 $fn$;
 COMMENT ON FUNCTION wallet.verify_read_side() IS
@@ -184,8 +214,10 @@ BEGIN
     INSERT INTO wallet.snapshots (position, last_tx_id, last_seq)
     SELECT p, k.last_tx_id, k.last_seq FROM wallet._key_of_position(p) AS k
     RETURNING snapshot_id INTO id;
-    INSERT INTO wallet.snapshot_balances (snapshot_id, account_id, balance)
-    SELECT id, r.account_id, r.balance FROM wallet.read_balances AS r;
+    INSERT INTO wallet.snapshot_balances (snapshot_id, account_id, balance, pending_debit,
+                                          pending_credit)
+    SELECT id, r.account_id, r.balance, r.pending_debit, r.pending_credit
+      FROM wallet.read_balances AS r;
     RETURN id;
 END
 $fn$;
@@ -194,7 +226,9 @@ COMMENT ON FUNCTION wallet.take_snapshot() IS
 
 -- A snapshot plus its tail against a replay of the whole log from zero: no rows when equal.
 CREATE FUNCTION wallet.check_snapshot(snapshot_id bigint)
-RETURNS TABLE (account_id bigint, from_snapshot numeric, from_zero numeric)
+RETURNS TABLE (account_id bigint, from_snapshot numeric, from_zero numeric,
+               pending_debit_from_snapshot numeric, pending_debit_from_zero numeric,
+               pending_credit_from_snapshot numeric, pending_credit_from_zero numeric)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     s wallet.snapshots;
@@ -205,22 +239,27 @@ BEGIN
             coalesce(check_snapshot.snapshot_id::text, 'NULL') USING ERRCODE = 'WA016';
     END IF;
     RETURN QUERY
-    SELECT coalesce(v.account_id, z.account_id), v.balance, z.balance
+    SELECT coalesce(v.account_id, z.account_id), v.balance, z.balance,
+           v.pending_debit, z.pending_debit, v.pending_credit, z.pending_credit
       FROM wallet._replayed_balances(s.snapshot_id) AS v
       FULL JOIN wallet._replayed_balances(NULL) AS z ON z.account_id = v.account_id
-     WHERE coalesce(v.balance, 0) <> coalesce(z.balance, 0);
+     WHERE coalesce(v.balance, 0) <> coalesce(z.balance, 0)
+        OR coalesce(v.pending_debit, 0) <> coalesce(z.pending_debit, 0)
+        OR coalesce(v.pending_credit, 0) <> coalesce(z.pending_credit, 0);
 END
 $fn$;
 COMMENT ON FUNCTION wallet.check_snapshot(bigint) IS
     'Snapshot + tail vs a from-zero replay; no rows = the snapshot is right.';
 
 -- Replays the event log, starting from the latest snapshot (plus its tail) unless from_snapshot is
--- false, and compares with the stored state: one row per account whose stored balance or status
--- differs from the replay, or that exists on one side only. No rows = consistent. Statuses are
+-- false, and compares with the stored state: one row per account whose stored balance, pending
+-- amounts (holds) or status differs from the replay, or that exists on one side only. No rows = consistent. Statuses are
 -- replayed from the lifecycle events (a partial index holds just those).
 CREATE FUNCTION wallet.verify(from_snapshot boolean DEFAULT true)
 RETURNS TABLE (account_id bigint, stored_balance bigint, replayed_balance numeric,
-               stored_status text, replayed_status text)
+               stored_status text, replayed_status text,
+               stored_pending_debit bigint, replayed_pending_debit numeric,
+               stored_pending_credit bigint, replayed_pending_credit numeric)
 LANGUAGE sql STABLE AS $fn$
     WITH balances AS (
         SELECT r.* FROM wallet._replayed_balances(
@@ -237,19 +276,24 @@ LANGUAGE sql STABLE AS $fn$
            AND e.event_type IN ('account_opened', 'account_frozen', 'account_unfrozen', 'account_closed')
          ORDER BY e.account_id, e.seq DESC
     ), replayed AS (
-        SELECT s.account_id, coalesce(b.balance, 0) AS balance, s.status
+        SELECT s.account_id, coalesce(b.balance, 0) AS balance, s.status,
+               coalesce(b.pending_debit, 0) AS pending_debit,
+               coalesce(b.pending_credit, 0) AS pending_credit
           FROM statuses AS s LEFT JOIN balances AS b USING (account_id)
         UNION ALL  -- money moved for an account that was never opened
-        SELECT b.account_id, b.balance, NULL
+        SELECT b.account_id, b.balance, NULL, b.pending_debit, b.pending_credit
           FROM balances AS b
          WHERE NOT EXISTS (SELECT 1 FROM statuses AS s WHERE s.account_id = b.account_id)
     )
-    SELECT coalesce(a.id, r.account_id), a.balance, r.balance, a.status, r.status
+    SELECT coalesce(a.id, r.account_id), a.balance, r.balance, a.status, r.status,
+           a.pending_debit, r.pending_debit, a.pending_credit, r.pending_credit
       FROM wallet.accounts AS a
       FULL JOIN replayed AS r ON r.account_id = a.id
      WHERE a.id IS NULL OR r.account_id IS NULL
         OR a.balance::numeric IS DISTINCT FROM r.balance
         OR a.status IS DISTINCT FROM r.status
+        OR a.pending_debit::numeric IS DISTINCT FROM r.pending_debit
+        OR a.pending_credit::numeric IS DISTINCT FROM r.pending_credit
      ORDER BY 1
 $fn$;
 COMMENT ON FUNCTION wallet.verify(boolean) IS

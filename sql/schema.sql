@@ -75,7 +75,10 @@ CREATE TABLE wallet.events (
     debit_balance     bigint,   -- posted balance of the debit account after this event
     credit_balance    bigint,   -- posted balance of the credit account after this event
     idempotency_key   text,
-    data              jsonb     -- lifecycle details, or the caller's metadata for a transfer
+    data              jsonb,    -- lifecycle details, or the caller's metadata for a transfer
+    -- hold events: the change of the debit account's pending_debit and of the credit account's
+    -- pending_credit (+reserved at try, -reserved when confirmed, cancelled or expired)
+    pending_delta     bigint
 );
 -- Statement paths. Not partial: nearly every event is a transfer, and a partial index's predicate
 -- is compiled again on every insert.

@@ -13,6 +13,7 @@ use crate::domain::{self, StatusCommand};
 use crate::error::{raise, PendingError, WalletError, WalletResult};
 use crate::spi::Connection;
 use crate::storage::{self, TransferCall};
+use crate::{settings, tcc};
 
 /// Declares `$name` (and its `pg_finfo_$name` record) as a version-1 C function whose body
 /// returns `WalletResult<Option<Datum>>` (None = SQL NULL).
@@ -318,5 +319,111 @@ entry_point!(
             .flat_map(|r| [Some(r.code().0), r.transfer_id()])
             .collect();
         Ok(encoded.into_datum())
+    }
+);
+
+// ---- holds: the Try-Confirm/Cancel participant -----------------------------------------------
+
+fn hold_key_arg(
+    fcinfo: FunctionCallInfo,
+    n: usize,
+    argument: &'static str,
+) -> WalletResult<&'static str> {
+    let value: Option<&'static str> = arg(fcinfo, n);
+    tcc::check_hold_key(value, argument)?;
+    Ok(value.expect("checked"))
+}
+
+entry_point!(wallet_try_hold, pg_finfo_wallet_try_hold, |fcinfo| {
+    let gtid = hold_key_arg(fcinfo, 0, "gtid")?;
+    let branch = hold_key_arg(fcinfo, 1, "branch")?;
+    let debit_account_id: Option<i64> = arg(fcinfo, 2);
+    let credit_account_id: Option<i64> = arg(fcinfo, 3);
+    let amount = domain::check_amount(arg(fcinfo, 4), debit_account_id.or(credit_account_id))?;
+    let timeout: Option<pgrx::datum::Interval> = arg(fcinfo, 5);
+    let timeout_micros = tcc::hold_timeout_micros(
+        timeout.map(|t| t.as_micros()),
+        settings::HOLD_TIMEOUT.get(),
+        settings::HOLD_TIMEOUT_MAX.get(),
+    )?;
+    let currency: Option<&str> = arg(fcinfo, 6);
+    let conn = Connection::open();
+    let call = storage::TryCall {
+        gtid,
+        branch,
+        debit_account_id,
+        credit_account_id,
+        amount,
+        timeout_micros,
+        currency,
+    };
+    Ok(storage::try_hold(&conn, &call)?.into_datum())
+});
+
+entry_point!(
+    wallet_confirm_hold,
+    pg_finfo_wallet_confirm_hold,
+    |fcinfo| {
+        let gtid = hold_key_arg(fcinfo, 0, "gtid")?;
+        let branch = hold_key_arg(fcinfo, 1, "branch")?;
+        let amount: Option<i64> = arg(fcinfo, 2);
+        let conn = Connection::open();
+        Ok(storage::confirm_hold(&conn, gtid, branch, amount)?.into_datum())
+    }
+);
+
+entry_point!(wallet_cancel_hold, pg_finfo_wallet_cancel_hold, |fcinfo| {
+    let gtid = hold_key_arg(fcinfo, 0, "gtid")?;
+    let branch = hold_key_arg(fcinfo, 1, "branch")?;
+    let conn = Connection::open();
+    Ok(storage::cancel_hold(&conn, gtid, branch)?.into_datum())
+});
+
+entry_point!(
+    wallet_expire_holds,
+    pg_finfo_wallet_expire_holds,
+    |fcinfo| {
+        let max_holds: i32 = required(arg(fcinfo, 0), "max_holds")?;
+        domain::check_page_rows(max_holds)?;
+        let conn = Connection::open();
+        Ok(storage::expire_holds(&conn, max_holds)?.into_datum())
+    }
+);
+
+// ---- the coordinator's rules (sql/tcc.sql carries them out) ----------------------------------
+
+entry_point!(
+    wallet_tcc_next_step,
+    pg_finfo_wallet_tcc_next_step,
+    |fcinfo| {
+        let phase: &str = required(arg(fcinfo, 0), "phase")?;
+        let phase = tcc::Phase::parse(phase).ok_or(WalletError::InvalidArgument {
+            argument: "phase",
+            reason: format!("must be try, confirm or cancel, got {phase}"),
+        })?;
+        let statuses: pgrx::Array<&str> = required(arg(fcinfo, 1), "branch_statuses")?;
+        let mut branches = Vec::new();
+        for status in statuses.iter() {
+            let status = status.unwrap_or("NULL");
+            branches.push(tcc::BranchStatus::parse(status).ok_or(
+                WalletError::InvalidArgument {
+                    argument: "branch_statuses",
+                    reason: format!("unknown branch status {status}"),
+                },
+            )?);
+        }
+        let past_deadline: bool = required(arg(fcinfo, 2), "past_deadline")?;
+        Ok(tcc::next_step(phase, &branches, past_deadline)
+            .encode()
+            .into_datum())
+    }
+);
+
+entry_point!(
+    wallet_tcc_transient,
+    pg_finfo_wallet_tcc_transient,
+    |fcinfo| {
+        let sqlstate: &str = required(arg(fcinfo, 0), "sqlstate")?;
+        Ok(tcc::error_is_transient(sqlstate).into_datum())
     }
 );

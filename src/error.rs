@@ -91,6 +91,64 @@ pub enum WalletError {
         reason: String,
     },
 
+    #[error("hold {gtid}/{branch} does not exist")]
+    HoldNotFound { gtid: String, branch: String },
+
+    #[error(
+        "hold {gtid}/{branch} was already confirmed ({amount} from account {debit_account_id})"
+    )]
+    HoldConfirmed {
+        gtid: String,
+        branch: String,
+        debit_account_id: i64,
+        amount: i64,
+    },
+
+    #[error("hold {gtid}/{branch} was already cancelled ({reserved} reserved on account {})", display_opt(.debit_account_id))]
+    HoldCancelled {
+        gtid: String,
+        branch: String,
+        debit_account_id: Option<i64>,
+        reserved: i64,
+    },
+
+    #[error("hold {gtid}/{branch} of {reserved} on account {debit_account_id} has expired")]
+    HoldExpired {
+        gtid: String,
+        branch: String,
+        debit_account_id: i64,
+        reserved: i64,
+    },
+
+    #[error("amount {amount} is above the {reserved} reserved by hold {gtid}/{branch} on account {debit_account_id}")]
+    AmountAboveReserved {
+        gtid: String,
+        branch: String,
+        debit_account_id: i64,
+        amount: i64,
+        reserved: i64,
+    },
+
+    #[error("try of {amount} from account {} for {gtid}/{branch} arrived after its cancel", display_opt(.debit_account_id))]
+    TryAfterCancel {
+        gtid: String,
+        branch: String,
+        debit_account_id: Option<i64>,
+        amount: i64,
+    },
+
+    #[error("hold {gtid}/{branch} exists with different parameters ({reserved} from account {debit_account_id} to account {credit_account_id}; now: {amount} from account {} to account {})", display_opt(.new_debit_account_id), display_opt(.new_credit_account_id))]
+    HoldReused {
+        gtid: String,
+        branch: String,
+        debit_account_id: i64,
+        credit_account_id: i64,
+        reserved: i64,
+        new_debit_account_id: Option<i64>,
+        new_credit_account_id: Option<i64>,
+        amount: i64,
+    },
+
     /// A guard refused a transfer but the accounts, read again, allow it: another session changed
     /// them in between. Retrying the transaction is the answer (standard SQLSTATE 40001).
     #[error("accounts {debit_account_id} and {credit_account_id} changed concurrently while transferring {amount}")]
@@ -125,6 +183,15 @@ impl WalletError {
             WalletError::AccountNotEmpty { .. } => "WA014",
             WalletError::SystemAccount { .. } => "WA015",
             WalletError::InvalidArgument { .. } => "WA016",
+            WalletError::HoldNotFound { .. } => "WA018",
+            WalletError::HoldConfirmed { .. } => "WA019",
+            WalletError::HoldCancelled { .. } => "WA020",
+            WalletError::HoldExpired { .. } => "WA021",
+            WalletError::AmountAboveReserved { .. } => "WA022",
+            WalletError::TryAfterCancel { .. } => "WA023",
+            // WA024 unknown_node, WA025 node_unreachable and WA027 gtid_reused are raised by the
+            // coordinator (sql/tcc.sql); WA017 by the log's triggers (sql/schema.sql).
+            WalletError::HoldReused { .. } => "WA026",
             WalletError::ConcurrentChange { .. } => "40001",
         }
     }
@@ -148,6 +215,13 @@ impl WalletError {
             WalletError::AccountNotEmpty { .. } => "account_not_empty",
             WalletError::SystemAccount { .. } => "system_account",
             WalletError::InvalidArgument { .. } => "invalid_argument",
+            WalletError::HoldNotFound { .. } => "hold_not_found",
+            WalletError::HoldConfirmed { .. } => "hold_already_confirmed",
+            WalletError::HoldCancelled { .. } => "hold_already_cancelled",
+            WalletError::HoldExpired { .. } => "hold_expired",
+            WalletError::AmountAboveReserved { .. } => "amount_above_reserved",
+            WalletError::TryAfterCancel { .. } => "try_after_cancel",
+            WalletError::HoldReused { .. } => "hold_reused",
             WalletError::ConcurrentChange { .. } => "serialization_failure",
         }
     }
@@ -316,6 +390,51 @@ mod tests {
                 debit_account_id: 7,
                 credit_account_id: 8,
                 amount: 5,
+            },
+            WalletError::HoldNotFound {
+                gtid: "g7".into(),
+                branch: "b".into(),
+            },
+            WalletError::HoldConfirmed {
+                gtid: "g".into(),
+                branch: "b".into(),
+                debit_account_id: 7,
+                amount: 5,
+            },
+            WalletError::HoldCancelled {
+                gtid: "g".into(),
+                branch: "b".into(),
+                debit_account_id: Some(7),
+                reserved: 5,
+            },
+            WalletError::HoldExpired {
+                gtid: "g".into(),
+                branch: "b".into(),
+                debit_account_id: 7,
+                reserved: 5,
+            },
+            WalletError::AmountAboveReserved {
+                gtid: "g".into(),
+                branch: "b".into(),
+                debit_account_id: 7,
+                amount: 6,
+                reserved: 5,
+            },
+            WalletError::TryAfterCancel {
+                gtid: "g".into(),
+                branch: "b".into(),
+                debit_account_id: Some(7),
+                amount: 5,
+            },
+            WalletError::HoldReused {
+                gtid: "g".into(),
+                branch: "b".into(),
+                debit_account_id: 7,
+                credit_account_id: 8,
+                reserved: 5,
+                new_debit_account_id: Some(7),
+                new_credit_account_id: Some(8),
+                amount: 6,
             },
         ];
         let mut codes: Vec<_> = all.iter().map(|e| e.sqlstate()).collect();

@@ -10,10 +10,22 @@ pub mod api;
 pub mod batch;
 pub mod domain;
 pub mod error;
+pub mod settings;
 pub mod spi;
 pub mod storage;
+pub mod tcc;
+pub mod worker;
 
 ::pgrx::pg_module_magic!();
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::define();
+    // SAFETY: a flag Postgres sets while it loads shared_preload_libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register();
+    }
+}
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/api.sql", name = "api", requires = ["schema"]);
@@ -24,6 +36,8 @@ extension_sql_file!(
     name = "readside",
     requires = ["chain"]
 );
+extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["readside"]);
+extension_sql_file!("../sql/tcc.sql", name = "tcc", requires = ["holds"]);
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -9,6 +9,7 @@ use crate::domain::{self, AccountState, AccountStatus, StatusChange, StatusComma
 use crate::domain::{PriorTransfer, TransferRequest};
 use crate::error::{WalletError, WalletResult};
 use crate::spi::{Connection, Kept, Rows};
+use crate::tcc::{self, Hold, HoldAction, HoldStatus};
 use std::collections::HashMap;
 
 const I8: Oid = pg_sys::INT8OID;
@@ -130,6 +131,47 @@ static SYSTEM_ACCOUNT_OF: Kept = Kept {
     args: &[I8],
 };
 
+static HOLD_LOOKUP: Kept = Kept {
+    slot: 16,
+    sql: text!("hold_lookup.sql"),
+    args: &[TEXT, TEXT],
+};
+static HOLD_EXPIRED: Kept = Kept {
+    slot: 17,
+    sql: text!("hold_expired.sql"),
+    args: &[I4],
+};
+static LOCK_ACCOUNTS: Kept = Kept {
+    slot: 18,
+    sql: text!("lock_accounts.sql"),
+    args: &[I8_ARRAY],
+};
+static SYSTEM_ACCOUNT_OF_CURRENCY: Kept = Kept {
+    slot: 19,
+    sql: text!("system_account_of_currency.sql"),
+    args: &[TEXT],
+};
+static HOLD_PLACE: Kept = Kept {
+    slot: 20,
+    sql: text!("hold_place.sql"),
+    args: &[TEXT, TEXT, I8, I8, I8, TEXT, I8],
+};
+static HOLD_CONFIRM: Kept = Kept {
+    slot: 21,
+    sql: text!("hold_confirm.sql"),
+    args: &[I8, I8, I8, I8, I8, TEXT, TEXT, TEXT],
+};
+static HOLD_RELEASE: Kept = Kept {
+    slot: 22,
+    sql: text!("hold_release.sql"),
+    args: &[I8, I8, I8, I8, TEXT, TEXT, TEXT, TEXT],
+};
+static HOLD_RECORD_CANCEL: Kept = Kept {
+    slot: 23,
+    sql: text!("hold_record_cancel.sql"),
+    args: &[TEXT, TEXT],
+};
+
 /// Every kept statement, so a test can check that no two share a plan slot.
 #[cfg(test)]
 const ALL_KEPT: &[&Kept] = &[
@@ -149,6 +191,14 @@ const ALL_KEPT: &[&Kept] = &[
     &OPEN_ACCOUNT,
     &CREATE_CURRENCY,
     &SYSTEM_ACCOUNT_OF,
+    &HOLD_LOOKUP,
+    &HOLD_EXPIRED,
+    &LOCK_ACCOUNTS,
+    &SYSTEM_ACCOUNT_OF_CURRENCY,
+    &HOLD_PLACE,
+    &HOLD_CONFIRM,
+    &HOLD_RELEASE,
+    &HOLD_RECORD_CANCEL,
 ];
 
 /// Namespace of the wallet's advisory locks (first key of the two-int4 form): "WALT".
@@ -506,6 +556,303 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
             other => other,
         })
         .collect())
+}
+
+// ---- holds (Try-Confirm/Cancel participant) ---------------------------------------------------
+
+/// Row `row` of hold_lookup.sql / hold_expired.sql.
+fn hold_row(rows: &Rows, row: usize) -> Hold {
+    let status: String = rows.get(row, 2).expect("status is NOT NULL");
+    Hold {
+        hold_id: rows.get(row, 1).expect("hold_id"),
+        status: HoldStatus::parse(&status).expect("only the wallet writes status"),
+        debit_account_id: rows.get(row, 3),
+        credit_account_id: rows.get(row, 4),
+        reserved: rows.get(row, 5).expect("reserved"),
+        confirmed_amount: rows.get(row, 6),
+        timed_out: rows.get(row, 7).unwrap_or(false),
+        confirm_seq: rows.get(row, 8),
+        gtid: rows.get(row, 10).expect("gtid"),
+        branch: rows.get(row, 11).expect("branch"),
+    }
+}
+
+/// The hold's currency (row `row` of hold_lookup.sql / hold_expired.sql).
+fn hold_currency(rows: &Rows, row: usize) -> String {
+    rows.get(row, 9)
+        .expect("a hold with accounts has a currency")
+}
+
+/// Serialises the calls for one (gtid, branch), like an idempotency key: a try and a cancel of
+/// the same branch arriving together run one after the other, so one of them sees the other.
+fn lock_hold_key(gtid: &str, branch: &str) {
+    let mut key = Vec::with_capacity(gtid.len() + branch.len() + 6);
+    key.extend_from_slice(b"hold\0");
+    key.extend_from_slice(gtid.as_bytes());
+    key.push(0);
+    key.extend_from_slice(branch.as_bytes());
+    lock_idempotency_key(&key);
+}
+
+fn lookup_hold(conn: &Connection, gtid: &str, branch: &str) -> (Option<Hold>, Option<String>) {
+    let rows = conn.execute(&HOLD_LOOKUP, &[gtid.into_datum(), branch.into_datum()]);
+    if rows.is_empty() {
+        return (None, None);
+    }
+    let currency = rows.get::<String>(0, 9);
+    (Some(hold_row(&rows, 0)), currency)
+}
+
+/// Locks two accounts in ascending id order and returns their states (debit, credit).
+fn lock_pair(
+    conn: &Connection,
+    debit_account_id: i64,
+    credit_account_id: i64,
+) -> (Option<AccountState>, Option<AccountState>) {
+    let lower = debit_account_id.min(credit_account_id);
+    let higher = debit_account_id.max(credit_account_id);
+    let first = read_account(conn, &ACCOUNT_STATE_FOR_UPDATE, lower);
+    let second = read_account(conn, &ACCOUNT_STATE_FOR_UPDATE, higher);
+    if lower == debit_account_id {
+        (first, second)
+    } else {
+        (second, first)
+    }
+}
+
+/// A try after `tcc::check_hold_key` and `domain::check_amount` passed.
+pub struct TryCall<'a> {
+    pub gtid: &'a str,
+    pub branch: &'a str,
+    /// None: the system account of `currency` (or of the other account's currency).
+    pub debit_account_id: Option<i64>,
+    pub credit_account_id: Option<i64>,
+    pub amount: i64,
+    pub timeout_micros: i64,
+    pub currency: Option<&'a str>,
+}
+
+/// The system account standing in for a side left NULL.
+fn resolve_side(
+    conn: &Connection,
+    side: Option<i64>,
+    other: Option<i64>,
+    currency: Option<&str>,
+) -> WalletResult<i64> {
+    if let Some(id) = side {
+        return Ok(id);
+    }
+    if let Some(code) = currency {
+        let rows = conn.execute(&SYSTEM_ACCOUNT_OF_CURRENCY, &[code.into_datum()]);
+        if rows.is_empty() {
+            return Err(WalletError::CurrencyNotFound { code: code.into() });
+        }
+        return Ok(rows.get(0, 1).expect("system_account_id"));
+    }
+    let other = other.ok_or(WalletError::InvalidArgument {
+        argument: "debit_account_id",
+        reason: "the debit and credit accounts cannot both be NULL".into(),
+    })?;
+    system_account_of(conn, other)
+}
+
+/// Try: reserves the amount (or answers a repeat with the first hold id).
+pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<i64> {
+    lock_hold_key(call.gtid, call.branch);
+    let (stored, _) = lookup_hold(conn, call.gtid, call.branch);
+    match tcc::judge_try(
+        stored.as_ref(),
+        call.debit_account_id,
+        call.credit_account_id,
+        call.amount,
+    )? {
+        HoldAction::Place => {}
+        _ => return Ok(stored.expect("a repeat has a stored hold").hold_id),
+    }
+    let debit = resolve_side(
+        conn,
+        call.debit_account_id,
+        call.credit_account_id,
+        call.currency,
+    )?;
+    let credit = resolve_side(conn, call.credit_account_id, Some(debit), call.currency)?;
+    let request =
+        domain::check_transfer_arguments(Some(debit), Some(credit), Some(call.amount), None)?;
+    let (d, c) = lock_pair(conn, debit, credit);
+    domain::check_transfer_against(&request, d.as_ref(), c.as_ref())?;
+    let (d, c) = (d.expect("checked"), c.expect("checked"));
+    if let Some(code) = call.currency {
+        if d.currency != code {
+            // Both accounts share a currency (checked above), just not the one asked for.
+            let system = resolve_side(conn, None, None, Some(code))?;
+            return Err(WalletError::CurrencyMismatch {
+                debit_account_id: d.id,
+                debit_currency: d.currency.clone(),
+                credit_account_id: system,
+                credit_currency: code.into(),
+                amount: call.amount,
+            });
+        }
+    }
+    for (account, pending) in [(&d, d.pending_debit), (&c, c.pending_credit)] {
+        if pending.checked_add(call.amount).is_none() {
+            return Err(WalletError::BalanceOverflow {
+                account_id: account.id,
+                amount: call.amount,
+            });
+        }
+    }
+    let rows = conn.execute(
+        &HOLD_PLACE,
+        &[
+            call.gtid.into_datum(),
+            call.branch.into_datum(),
+            debit.into_datum(),
+            credit.into_datum(),
+            call.amount.into_datum(),
+            d.currency.as_str().into_datum(),
+            call.timeout_micros.into_datum(),
+        ],
+    );
+    if rows.is_empty() {
+        return Err(WalletError::ConcurrentChange {
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount: call.amount,
+        });
+    }
+    Ok(rows.get(0, 1).expect("hold_id"))
+}
+
+/// Confirm: posts `amount` (None = all reserved); returns the posting's transfer id (event seq),
+/// the first one for a repeat.
+pub fn confirm_hold(
+    conn: &Connection,
+    gtid: &str,
+    branch: &str,
+    amount: Option<i64>,
+) -> WalletResult<i64> {
+    lock_hold_key(gtid, branch);
+    let (stored, currency) = lookup_hold(conn, gtid, branch);
+    let action = tcc::judge_confirm(stored.as_ref(), gtid, branch, amount)?;
+    let h = stored.expect("judged");
+    let amount = match action {
+        HoldAction::Confirm { amount } => amount,
+        _ => return Ok(h.confirm_seq.expect("a confirmed hold has its posting")),
+    };
+    let (debit_id, credit_id) = (
+        h.debit_account_id.expect("a pending hold has accounts"),
+        h.credit_account_id.expect("a pending hold has accounts"),
+    );
+    // The reservation was granted at try: status and funds are not judged again (a frozen
+    // account's confirmed hold still posts). Only the bigint bounds are.
+    let (d, c) = lock_pair(conn, debit_id, credit_id);
+    let (d, c) = (
+        d.expect("held accounts exist"),
+        c.expect("held accounts exist"),
+    );
+    if c.balance.checked_add(amount).is_none() {
+        return Err(WalletError::BalanceOverflow {
+            account_id: c.id,
+            amount,
+        });
+    }
+    if d.balance.checked_sub(amount).is_none() {
+        return Err(WalletError::BalanceOverflow {
+            account_id: d.id,
+            amount,
+        });
+    }
+    let rows = conn.execute(
+        &HOLD_CONFIRM,
+        &[
+            h.hold_id.into_datum(),
+            debit_id.into_datum(),
+            credit_id.into_datum(),
+            amount.into_datum(),
+            h.reserved.into_datum(),
+            currency.into_datum(),
+            gtid.into_datum(),
+            branch.into_datum(),
+        ],
+    );
+    Ok(rows.get(0, 1).expect("the locked hold was confirmed"))
+}
+
+/// Releases a pending hold whose row and accounts this transaction has locked.
+fn release_hold(conn: &Connection, h: &Hold, currency: &str, status: HoldStatus) -> i64 {
+    let rows = conn.execute(
+        &HOLD_RELEASE,
+        &[
+            h.hold_id.into_datum(),
+            h.debit_account_id.into_datum(),
+            h.credit_account_id.into_datum(),
+            h.reserved.into_datum(),
+            currency.into_datum(),
+            status.as_str().into_datum(),
+            h.gtid.as_str().into_datum(),
+            h.branch.as_str().into_datum(),
+        ],
+    );
+    rows.get(0, 1).expect("the locked hold was released")
+}
+
+/// Cancel: releases the hold, or records a cancel whose try never arrived; returns the hold id.
+pub fn cancel_hold(conn: &Connection, gtid: &str, branch: &str) -> WalletResult<i64> {
+    lock_hold_key(gtid, branch);
+    let (stored, currency) = lookup_hold(conn, gtid, branch);
+    match tcc::judge_cancel(stored.as_ref())? {
+        HoldAction::RecordEmptyCancel => {
+            let rows = conn.execute(
+                &HOLD_RECORD_CANCEL,
+                &[gtid.into_datum(), branch.into_datum()],
+            );
+            if rows.is_empty() {
+                return Err(WalletError::ConcurrentChange {
+                    debit_account_id: 0,
+                    credit_account_id: 0,
+                    amount: 0,
+                });
+            }
+            Ok(rows.get(0, 1).expect("hold_id"))
+        }
+        HoldAction::Release => {
+            let h = stored.expect("judged");
+            lock_pair(
+                conn,
+                h.debit_account_id.expect("accounts"),
+                h.credit_account_id.expect("accounts"),
+            );
+            let currency = currency.expect("a pending hold has a currency");
+            Ok(release_hold(conn, &h, &currency, HoldStatus::Cancelled))
+        }
+        _ => Ok(stored.expect("a repeat has a stored hold").hold_id),
+    }
+}
+
+/// Releases up to `max_holds` pending holds past their timeout; returns how many.
+pub fn expire_holds(conn: &Connection, max_holds: i32) -> WalletResult<i64> {
+    let rows = conn.execute(&HOLD_EXPIRED, &[max_holds.into_datum()]);
+    let holds: Vec<(Hold, String)> = (0..rows.len())
+        .map(|i| (hold_row(&rows, i), hold_currency(&rows, i)))
+        .collect();
+    if holds.is_empty() {
+        return Ok(0);
+    }
+    let accounts: Vec<i64> = holds
+        .iter()
+        .flat_map(|(h, _)| [h.debit_account_id, h.credit_account_id])
+        .flatten()
+        .collect();
+    conn.execute(&LOCK_ACCOUNTS, &[accounts.into_datum()]);
+    let mut expired = 0;
+    for (h, currency) in &holds {
+        if tcc::judge_expiry(h) == Some(HoldAction::Release) {
+            release_hold(conn, h, currency, HoldStatus::Expired);
+            expired += 1;
+        }
+    }
+    Ok(expired)
 }
 
 #[cfg(test)]
