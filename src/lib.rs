@@ -20,9 +20,10 @@ pub mod worker;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    settings::define();
     // SAFETY: a flag Postgres sets while it loads shared_preload_libraries.
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    settings::define(preloading);
+    if preloading {
         worker::register();
     }
 }

@@ -19,7 +19,9 @@ pub static WORKER_READ_SIDE: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Seconds between snapshots taken by the worker; 0 = none.
 pub static SNAPSHOT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
-pub fn define() {
+/// Defines the settings. `preloading`: the library is being loaded by shared_preload_libraries
+/// (only then may a postmaster-level setting such as wallet.worker_databases be defined).
+pub fn define(preloading: bool) {
     GucRegistry::define_int_guc(
         c"wallet.hold_timeout",
         c"Timeout of a hold when try_hold is given none.",
@@ -58,14 +60,16 @@ pub fn define() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
-    GucRegistry::define_string_guc(
-        c"wallet.worker_databases",
-        c"Databases served by the wallet background worker (comma-separated).",
-        c"One worker process per database; databases without wallet_ext are skipped.",
-        &WORKER_DATABASES,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    if preloading {
+        GucRegistry::define_string_guc(
+            c"wallet.worker_databases",
+            c"Databases served by the wallet background worker (comma-separated).",
+            c"One worker process per database; databases without wallet_ext are skipped.",
+            &WORKER_DATABASES,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_bool_guc(
         c"wallet.worker_read_side",
         c"Whether each worker round seals the event log and refreshes the read side.",
