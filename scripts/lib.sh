@@ -81,7 +81,47 @@ cluster_start() {
     run_as_postgres "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
     local opts="-p $port -k $dir -c listen_addresses='' -c fsync=off -c max_prepared_transactions=64"
     for setting in "$@"; do opts="$opts -c $setting"; done
+    echo "$opts" | as_root tee "$dir/opts" >/dev/null
     run_as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$opts" -w start >/dev/null
+}
+
+# cluster_crash NAME: kill -9 of the postmaster and then of every process it had started (a
+# whole server dying at once), without any shutdown.
+cluster_crash() {
+    local data="$WORK_DIR/$1/data" pid p left
+    pid=$(head -1 "$data/postmaster.pid" 2>/dev/null) || return 0
+    as_root kill -9 "$pid" 2>/dev/null || true
+    # Its children: every process working in the data directory (Postgres chdirs there).
+    for _ in $(seq 100); do
+        left=0
+        for p in /proc/[0-9]*; do
+            if [ "$(as_root readlink "$p/cwd" 2>/dev/null)" = "$data" ]; then
+                as_root kill -9 "${p#/proc/}" 2>/dev/null || true
+                left=1
+            fi
+        done
+        if [ "$left" = 0 ]; then
+            # The postmaster itself must be gone, zombie included (this machine's init reaps
+            # orphans only every second or so): Postgres takes any process with the pid in its
+            # lock files for a live postmaster and refuses to start.
+            for _ in $(seq 200); do
+                [ -e "/proc/$pid" ] || return 0
+                sleep 0.05
+            done
+            as_root rm -f "$data/postmaster.pid" "$WORK_DIR/$1"/.s.PGSQL.*.lock
+            return 0
+        fi
+        sleep 0.05
+    done
+    die "processes of $1 survived kill -9"
+}
+
+# cluster_restart NAME: starts a stopped or crashed cluster again with the settings it was
+# created with (crash recovery runs first).
+cluster_restart() {
+    local dir="$WORK_DIR/$1"
+    run_as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$(cat "$dir/opts")" \
+        -w -t 60 start >/dev/null
 }
 
 cluster_stop() {

@@ -9,13 +9,15 @@
 #      documented SQLSTATE, never XX000 or a crash, invariants intact afterwards;
 #   6. a client in another language: examples/python_client.py with psycopg 3 (from PyPI, in a venv);
 #   7. tests/replication.sh: logical replication of the log to a second cluster, which rebuilds
-#      every balance from the replicated events alone.
+#      every balance from the replicated events alone;
+#   8. tests/multinode.sh: cross-node TC/C transfers over three databases on two clusters while
+#      whole servers are killed (kill -9) and restarted; then recovery and the invariants.
 # Prints one closing line "N passed, N failed" and exits non-zero when anything failed.
 # WALLET_TESTS="unit regress concurrency" picks a subset.
 source "$(dirname "$0")/lib.sh"
 
 TEST_PORT="${WALLET_TEST_PORT:-54362}"
-SUITES="${WALLET_TESTS:-unit regress concurrency dump fuzz client replication}"
+SUITES="${WALLET_TESTS:-unit regress concurrency dump fuzz client replication multinode}"
 passed=0
 failed=0
 failures=()
@@ -69,6 +71,8 @@ test_concurrency() { bash "$REPO_ROOT/tests/concurrency.sh" test "$TEST_PORT"; }
 
 test_replication() { bash "$REPO_ROOT/tests/replication.sh"; }
 
+test_multinode() { bash "$REPO_ROOT/tests/multinode.sh" "$(ensure_venv)" 40; }
+
 test_dump() { bash "$REPO_ROOT/tests/dump_restore.sh" test "$TEST_PORT"; }
 
 test_fuzz() {
@@ -77,19 +81,26 @@ test_fuzz() {
     return "${PIPESTATUS[0]}"
 }
 
-test_client() {
+# A venv with psycopg 3 (from PyPI) for the Python parts; prints its python.
+ensure_venv() {
     local venv="$WORK_DIR/venv"
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
     "$venv/bin/python" -c "import psycopg; assert psycopg.__version__ >= '3.2'" 2>/dev/null \
-        || "$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]>=3.2,<4"
+        || "$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]>=3.2,<4" >&2
+    echo "$venv/bin/python"
+}
+
+test_client() {
+    local python
+    python=$(ensure_venv)
     fresh_db wallet_client
-    "$venv/bin/python" "$REPO_ROOT/examples/python_client.py" \
+    "$python" "$REPO_ROOT/examples/python_client.py" \
         "host=$(cluster_socket test) port=$TEST_PORT dbname=wallet_client user=postgres"
 }
 
 ensure_toolchain
 suite unit "cargo pgrx test (Rust unit tests and #[pg_test]s)"
-if [[ " $SUITES " =~ " "(regress|concurrency|dump|fuzz|client|replication)" " ]]; then
+if [[ " $SUITES " =~ " "(regress|concurrency|dump|fuzz|client|replication|multinode)" " ]]; then
     install_extension
     cluster_start test "$TEST_PORT"
 fi
@@ -100,6 +111,7 @@ suite fuzz "fuzzing the API (tests/fuzz.sql)"
 suite client "Python client (examples/python_client.py)"
 cluster_stop test
 suite replication "logical replication to a second cluster (tests/replication.sh)"
+suite multinode "cross-node TC/C transfers while servers are killed (tests/multinode.sh)"
 
 [ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"
 echo "$passed passed, $failed failed"

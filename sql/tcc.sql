@@ -40,6 +40,7 @@ CREATE TABLE wallet.global_transactions (
     decide_by      timestamptz NOT NULL,           -- no confirm decision after this
     decided_at     timestamptz,
     finished_at    timestamptz,
+    finished_by    text,                           -- coordinator | recovery
     error_sqlstate text,                           -- why it was cancelled
     error_message  text
 );
@@ -169,12 +170,17 @@ LANGUAGE sql VOLATILE AS $fn$
     SELECT pg_catalog.pg_advisory_unlock(1463898964, pg_catalog.hashtext(gtid))
 $fn$;
 
--- Unfinished global transactions, oldest first (recovery's work list).
+-- Unfinished global transactions (recovery's work list): those decided to confirm first, oldest
+-- first, because their participants' holds run out (a hold past its timeout cannot be
+-- confirmed any more); then those cancelling, then those still trying.
 CREATE FUNCTION wallet._recovery_candidates() RETURNS text[]
 LANGUAGE sql STABLE AS $fn$
-    SELECT coalesce(array_agg(g.gtid ORDER BY g.created_at), '{}')
-      FROM (SELECT gtid, created_at FROM wallet.global_transactions
-             WHERE finished_at IS NULL ORDER BY created_at LIMIT 1000) AS g
+    SELECT coalesce(array_agg(g.gtid ORDER BY g.urgency, g.created_at), '{}')
+      FROM (SELECT gtid, created_at,
+                   CASE phase WHEN 'confirm' THEN 0 WHEN 'cancel' THEN 1 ELSE 2 END AS urgency
+              FROM wallet.global_transactions
+             WHERE finished_at IS NULL
+             ORDER BY 3, created_at LIMIT 1000) AS g
 $fn$;
 
 -- The participant call of a step, as SQL text for the branch's node.
@@ -233,7 +239,8 @@ BEGIN
     ELSIF action IN ('finish_confirmed', 'finish_cancelled') THEN
         UPDATE wallet.global_transactions AS x
            SET outcome = CASE action WHEN 'finish_confirmed' THEN 'confirmed' ELSE 'cancelled' END,
-               finished_at = clock_timestamp()
+               finished_at = clock_timestamp(),
+               finished_by = CASE WHEN recovering THEN 'recovery' ELSE 'coordinator' END
          WHERE x.gtid = g.gtid;
         RETURN 'done';
     END IF;

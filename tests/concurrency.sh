@@ -16,11 +16,13 @@ pgbench() {
     "$PG_BIN/pgbench" -n -h "$(cluster_socket "$name")" -p "$port" -U postgres \
         -c "$clients" -j 2 -t "$transactions" -M prepared --max-tries=100 "$@" wallet_conc
 }
+# run NAME [pgbench options, e.g. another -t]
 run() {
-    log "pgbench: $clients clients x $transactions transactions, $1"
-    pgbench -f "$here/$1.pgbench" > "$WORK_DIR/conc-$1.log" 2>&1 || {
-        cat "$WORK_DIR/conc-$1.log"; die "pgbench ($1) failed"; }
-    grep -E "processed|failed|retried|tps" "$WORK_DIR/conc-$1.log" | sed 's/^/  /'
+    local script="$1"; shift
+    log "pgbench: $clients clients, $script ${*:-x $transactions transactions}"
+    pgbench -f "$here/$script.pgbench" "$@" > "$WORK_DIR/conc-$script.log" 2>&1 || {
+        cat "$WORK_DIR/conc-$script.log"; die "pgbench ($script) failed"; }
+    grep -E "processed|failed|retried|tps" "$WORK_DIR/conc-$script.log" | sed 's/^/  /'
 }
 deadlocks() {
     psql_at "$name" "$port" wallet_conc -tA -c \
@@ -37,5 +39,11 @@ run batches
 # Two calls per transaction: the order across calls is the client's, so deadlocks (40P01) and
 # serialization failures (40001) are possible and retried, as a client must.
 run serializable_two_calls
+# Holds: try / confirm / partial confirm / cancel / expiry racing on 400 shared keys, with plain
+# transfers competing for the same funds. One call per transaction: no deadlock allowed.
+before=$(deadlocks)
+run holds -t 3000   # 20 ms holds expire while others act on them
+[ "$(deadlocks)" = "$before" ] || die "deadlocks among hold calls: $before -> $(deadlocks)"
+psql_at "$name" "$port" wallet_conc -f "$here/check_holds.sql"
 log "invariants"
 psql_at "$name" "$port" wallet_conc -f "$here/check.sql"

@@ -91,3 +91,46 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- One step on holds, keys shared by every client: k picks the hold (its parameters derive from
+-- k, so every try with key k asks for the same hold; one in ten has a 20 ms timeout), op the
+-- call: 1-4 try, 5 confirm all, 6 confirm half, 7-8 cancel, 9 expiry, 10 a plain transfer
+-- competing for the same funds. The answers the hold rules allow (insufficient funds, not
+-- found, confirmed, cancelled, expired, try after cancel) are recorded; anything else fails the
+-- client and thus the test.
+CREATE TABLE conc.hold_answers (k int, op int, answer text, client int);
+CREATE FUNCTION conc.hold_step(k int, op int, a int, b int, client int) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    debit bigint; credit bigint; amount bigint := k % 300 + 1; answer text := 'ok';
+    gtid text := 'h-' || k;
+BEGIN
+    SELECT x.id INTO debit FROM conc.acct x WHERE x.i = k % 200 + 1;
+    SELECT x.id INTO credit FROM conc.acct x WHERE x.i = (k * 7 + 3) % 200 + 1;
+    IF debit = credit THEN
+        SELECT x.id INTO credit FROM conc.acct x WHERE x.i = (k % 200 + 1) % 200 + 1;
+    END IF;
+    BEGIN
+        CASE
+            WHEN op <= 4 THEN
+                PERFORM wallet.try_hold(gtid, 'b', debit, credit, amount,
+                                        CASE WHEN k % 10 = 0 THEN interval '20 milliseconds' ELSE interval '1 hour' END);
+            WHEN op = 5 THEN PERFORM wallet.confirm_hold(gtid, 'b');
+            WHEN op = 6 THEN PERFORM wallet.confirm_hold(gtid, 'b', amount / 2 + 1);
+            WHEN op <= 8 THEN PERFORM wallet.cancel_hold(gtid, 'b');
+            WHEN op = 9 THEN PERFORM wallet.expire_holds(50);
+            ELSE
+                SELECT x.id INTO debit FROM conc.acct x WHERE x.i = a;
+                SELECT x.id INTO credit FROM conc.acct x WHERE x.i = b;
+                IF debit <> credit THEN
+                    INSERT INTO conc.effects VALUES (wallet.transfer(debit, credit, 2000), NULL, client);
+                END IF;
+        END CASE;
+    EXCEPTION WHEN SQLSTATE 'WA008' OR SQLSTATE 'WA018' OR SQLSTATE 'WA019' OR SQLSTATE 'WA020'
+                   OR SQLSTATE 'WA021' OR SQLSTATE 'WA023' THEN
+        answer := SQLSTATE;
+    END;
+    INSERT INTO conc.hold_answers VALUES (k, op, answer, client);
+    RETURN answer;
+END
+$$;

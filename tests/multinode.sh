@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Cross-node TC/C transfers while whole servers are killed: three databases (n1, n2 on cluster
+# mnA, n3 on cluster mnB), both clusters with wallet_ext preloaded and its worker on. The load,
+# the crashes and the checks are in tests/multinode.py (run with the venv's psycopg).
+# Usage: tests/multinode.sh PYTHON [SECONDS]
+source "$(dirname "$0")/../scripts/lib.sh"
+
+PYTHON="$1"
+SECONDS_OF_LOAD="${2:-45}"
+PORT_A=54366
+PORT_B=54367
+common=("shared_preload_libraries=wallet_ext" "wallet.worker_interval=200ms" "max_connections=60")
+cluster_start mnA "$PORT_A" "${common[@]}" "wallet.worker_databases='n1,n2'"
+cluster_start mnB "$PORT_B" "${common[@]}" "wallet.worker_databases='n3'"
+trap 'cluster_stop mnA; cluster_stop mnB' EXIT
+psql_at mnA "$PORT_A" postgres -c "CREATE DATABASE n1" -c "CREATE DATABASE n2"
+psql_at mnB "$PORT_B" postgres -c "CREATE DATABASE n3"
+
+"$PYTHON" "$REPO_ROOT/tests/multinode.py" "$(cluster_socket mnA)" "$PORT_A" \
+    "$(cluster_socket mnB)" "$PORT_B" "$REPO_ROOT" "$SECONDS_OF_LOAD"
+# The workers were there all along: each one logged its start after every crash.
+for name in mnA mnB; do
+    n=$(grep -c "wallet_ext worker started" "$WORK_DIR/$name/server.log" || true)
+    log "$name: the wallet_ext worker logged $n starts"
+    [ "$n" -ge 1 ] || die "no wallet_ext worker ran on $name"
+done
+
+# The worker's settings: with wallet.worker_enabled off (reload) an expired hold stays pending;
+# switched on again, the worker releases it within a few rounds.
+psql_at mnB "$PORT_B" n3 -c "ALTER SYSTEM SET wallet.worker_enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+psql_at mnB "$PORT_B" n3 -c "SELECT wallet.try_hold('worker-check', 'b', 2, 3, 1, interval '1 second')" >/dev/null
+sleep 2
+status=$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT status FROM wallet.holds WHERE gtid = 'worker-check'")
+[ "$status" = pending ] || die "worker off, yet the hold is $status"
+psql_at mnB "$PORT_B" n3 -c "ALTER SYSTEM SET wallet.worker_enabled = on" -c "SELECT pg_reload_conf()" >/dev/null
+for _ in $(seq 50); do
+    status=$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT status FROM wallet.holds WHERE gtid = 'worker-check'")
+    [ "$status" = expired ] && break
+    sleep 0.2
+done
+[ "$status" = expired ] || die "worker on, yet the expired hold is $status"
+log "worker: off -> expired hold left pending; on -> released by the worker"
