@@ -6,8 +6,12 @@
 #   F  the plain-SQL floor (floor.transfer in setup.sql)
 # alternately (A K F, K F A, F A K, ...) for each workload, REPEAT times, and prints medians and
 # ratios to F. Workloads: uniform pairs over 10,000 accounts with 8 clients, 10 hot accounts with
-# 8 clients, uniform with 1 client; each with synchronous_commit on and off.
-#   BENCH_SECONDS (default 10)  BENCH_REPEAT (default 3)  BENCH_ONLY="uniform8:off" (subset)
+# 8 clients, uniform with 1 client; each with synchronous_commit on and off. Then the batch API
+# by batch size, and Try-Confirm/Cancel against A (workload tcc8, synchronous_commit off):
+#   H  wallet.try_hold then wallet.confirm_hold (two transactions), local
+#   L  CALL wallet.transfer_across with both accounts here (coordinator, one branch)
+#   X  CALL wallet.transfer_across to node n2 (a second database of the same cluster, dblink)
+#   BENCH_SECONDS (default 10)  BENCH_REPEAT (default 3)  BENCH_ONLY="uniform8:off batch tcc" (subset)
 # Raw rows go to $WALLET_WORK_DIR/bench-results/runs.tsv; the summary to stdout and summary.md there.
 source "$(dirname "$0")/../scripts/lib.sh"
 
@@ -25,6 +29,15 @@ cluster_start bench "$PORT" shared_buffers=1GB max_wal_size=8GB checkpoint_timeo
 psql_at bench "$PORT" postgres -c "CREATE DATABASE bench"
 log "loading accounts"
 psql_at bench "$PORT" bench -f "$HERE/setup.sql" >/dev/null
+# Node n2 for cross-node transfers: the same accounts in a second database.
+psql_at bench "$PORT" postgres -c "CREATE DATABASE bench_n2"
+psql_at bench "$PORT" bench_n2 -f "$HERE/setup.sql" >/dev/null
+psql_at bench "$PORT" bench -c "CREATE EXTENSION dblink" \
+    -c "SELECT wallet.register_node('n2', 'host=$(cluster_socket bench) port=$PORT dbname=bench_n2 user=postgres')" >/dev/null
+# Settle the freshly loaded tables before measuring (autovacuum would otherwise run during the
+# first runs).
+psql_at bench "$PORT" bench -c "VACUUM ANALYZE" >/dev/null
+psql_at bench "$PORT" bench_n2 -c "VACUUM ANALYZE" >/dev/null
 rm -rf "$OUT" && mkdir -p "$OUT" && chmod 777 "$OUT"
 
 postmaster_pid() { as_root head -1 "$WORK_DIR/bench/data/postmaster.pid"; }
@@ -48,6 +61,7 @@ run() {
     case "$system" in
         A) script="wallet_$accounts" ;; K) script="wallet_keyed_$accounts" ;; F) script="floor_$accounts" ;;
         B*) per_tx="${system#B}"; script="batch_$per_tx" ;;
+        H) script=hold_pair ;; L) script=across_local ;; X) script=across_remote ;;
     esac
     local tag="$system-$workload-$sync-$rep" before after
     rm -f "$OUT"/log.*
@@ -96,8 +110,20 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" batch "* ]]; then
     done
 fi
 
+# Try-Confirm/Cancel against a plain local transfer (A), alternated.
+if [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" tcc "* ]]; then
+    tcc_orders=("A H L X" "H L X A" "L X A H" "X A H L")
+    for rep in $(seq 1 "$REPEAT"); do
+        for system in ${tcc_orders[$(( (rep - 1) % 4 ))]}; do
+            run "$system" tcc8 8 off "$rep"
+        done
+    done
+fi
+
 log "consistency after the runs"
-psql_at bench "$PORT" bench -tA -c "SELECT 'verify() differences: ' || count(*) FROM wallet.verify()" \
+psql_at bench "$PORT" bench_n2 -tA -c "SELECT 'n2 verify() differences: ' || count(*) FROM wallet.verify()"
+psql_at bench "$PORT" bench -tA -c "SELECT 'unfinished global transactions: ' || count(*) FROM wallet.global_transactions WHERE finished_at IS NULL" \
+    -c "SELECT 'verify() differences: ' || count(*) FROM wallet.verify()" \
     -c "SELECT 'trial balance: ' || string_agg(currency || ' ' || total_balance || ' / ' || forbidden_negative_accounts, ', ') FROM wallet.trial_balance()"
 python3 "$HERE/summarize.py" "$OUT/runs.tsv" | tee "$OUT/summary.md"
 cluster_stop bench

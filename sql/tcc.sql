@@ -115,7 +115,7 @@ BEGIN
 END
 $fn$;
 
--- Runs one participant call on a node and returns its single text result, or raises the
+-- Runs one participant call on a remote node and returns its single text result, or raises the
 -- participant's error (with its SQLSTATE; 08xxx when the node cannot be reached).
 CREATE FUNCTION wallet._node_call(node text, command text) RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
@@ -125,10 +125,6 @@ DECLARE
     info text;
     result text;
 BEGIN
-    IF node = 'local' THEN
-        EXECUTE command INTO result;
-        RETURN result;
-    END IF;
     SELECT n.conninfo INTO info FROM wallet.nodes AS n WHERE n.name = node;
     EXECUTE format('SELECT coalesce($1 = ANY (%I.dblink_get_connections()), false)', dbl)
         INTO STRICT result USING conn;
@@ -246,7 +242,16 @@ BEGIN
     END IF;
     SELECT * INTO b FROM wallet.branches AS x WHERE x.gtid = g.gtid AND x.branch_no = n;
     BEGIN
-        answer := wallet._node_call(b.node, wallet._branch_command(action, g, b));
+        IF b.node = 'local' THEN
+            -- Called directly: the plans of these calls are kept, unlike a command's text.
+            answer := CASE action
+                WHEN 'try' THEN wallet.try_branch(g.gtid, b.branch, b.debit_account_id,
+                                                  b.credit_account_id, g.amount, g.hold_timeout, g.currency)
+                WHEN 'confirm' THEN wallet.confirm_hold(g.gtid, b.branch)::text
+                ELSE wallet.cancel_hold(g.gtid, b.branch)::text END;
+        ELSE
+            answer := wallet._node_call(b.node, wallet._branch_command(action, g, b));
+        END IF;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
     END;
