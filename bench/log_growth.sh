@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The log at scale: loads >= 5 million events with batches, then measures transfer throughput on
-# the empty and on the full log (A vs A, alternated), sealing and read-side rebuild rates, verify()
+# The log at scale: loads >= 5 million events with batches into database bench, then measures
+# transfer throughput on the full log against an empty one (database bench_empty, same accounts, same
+# cluster; runs alternated E F F E E F ...), sealing and read-side rebuild rates, verify()
 # with and without a recent snapshot, and point-in-time lookups. Own cluster on port 54363.
 #   LOG_EVENTS (default 5,000,000)
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -14,18 +15,18 @@ WALLET_RELEASE=1 install_extension
 cluster_start bench "$PORT" shared_buffers=2GB max_wal_size=16GB checkpoint_timeout=30min fsync=on
 psql_at bench "$PORT" postgres -c "CREATE DATABASE bench" >/dev/null
 psql_at bench "$PORT" bench -f "$HERE/setup.sql" >/dev/null
+psql_at bench "$PORT" postgres -c "CREATE DATABASE bench_empty" >/dev/null
+psql_at bench "$PORT" bench_empty -f "$HERE/setup.sql" >/dev/null
 rm -rf "$OUT" && mkdir -p "$OUT"
 q() { psql_at bench "$PORT" bench -tA "$@"; }
 seconds() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
-tps() { # tps SCRIPT SECONDS CLIENTS
+tps() { # tps SCRIPT SECONDS CLIENTS [DATABASE]
     PGOPTIONS="-c synchronous_commit=off" "$PG_BIN/pgbench" -n -M prepared -h "$(cluster_socket bench)" \
-        -p "$PORT" -U postgres -c "$3" -j "$3" -T "$2" -f "$1" bench 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+        -p "$PORT" -U postgres -c "$3" -j "$3" -T "$2" -f "$1" "${4:-bench}" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
 }
 report() { printf '| %s | %s |\n' "$1" "$2" | tee -a "$OUT/results.md"; }
 
 printf '| measure | value |\n|---|---|\n' > "$OUT/results.md"
-empty=()
-for _ in 1 2 3; do empty+=("$(tps "$HERE/wallet_uniform.pgbench" 8 8)"); done
 log "loading $EVENTS events with transfer_batch (8,000 per call)"
 calls=$(( (EVENTS + 7999) / 8000 ))
 load_s=$(seconds "$PG_BIN/pgbench" -n -M prepared -h "$(cluster_socket bench)" -p "$PORT" -U postgres \
@@ -35,10 +36,17 @@ q -c "CHECKPOINT" >/dev/null   # measure the full log without the load's checkpo
 total=$(q -c "SELECT count(*) FROM wallet.events")
 report "events in the log" "$total"
 report "loading with transfer_batch, 2 clients (events/s)" "$(echo "scale=0; ($total - 10001) / $load_s" | bc)"
-full=()
-for _ in 1 2 3; do full+=("$(tps "$HERE/wallet_uniform.pgbench" 8 8)"); done
-report "A transfers/s, empty log (3 runs)" "${empty[*]}"
-report "A transfers/s, full log (3 runs)" "${full[*]}"
+q -c "VACUUM ANALYZE" >/dev/null
+psql_at bench "$PORT" bench_empty -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+empty=() full=()
+for order in "E F" "F E" "E F" "F E" "E F"; do
+    for db in $order; do
+        if [ "$db" = E ]; then empty+=("$(tps "$HERE/wallet_uniform.pgbench" 8 8 bench_empty)")
+        else full+=("$(tps "$HERE/wallet_uniform.pgbench" 8 8 bench)"); fi
+    done
+done
+report "A transfers/s, empty log (5 runs, alternated)" "${empty[*]}"
+report "A transfers/s, full log (5 runs, alternated)" "${full[*]}"
 report "full / empty (medians)" "$(python3 -c "import statistics as s; print(round(s.median([$(IFS=,; echo "${full[*]}")]) / s.median([$(IFS=,; echo "${empty[*]}")]), 2))")"
 
 log "sealing"

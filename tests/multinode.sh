@@ -41,3 +41,23 @@ for _ in $(seq 50); do
 done
 [ "$status" = expired ] || die "worker on, yet the expired hold is $status"
 log "worker: off -> expired hold left pending; on -> released by the worker"
+
+# The worker's upkeep in every database it serves: it sealed the log, refreshed the read side and
+# took snapshots on its schedule (the first at once; then every wallet.snapshot_interval).
+for target in "mnA $PORT_A n1" "mnA $PORT_A n2" "mnB $PORT_B n3"; do
+    read -r name port db <<<"$target"
+    read -r snapshots sealed applied < <(psql_at "$name" "$port" "$db" -tA -F ' ' -c \
+        "SELECT (SELECT count(*) FROM wallet.snapshots), (SELECT count(*) FROM wallet.chain),
+                (SELECT coalesce(max(last_position), 0) FROM wallet.read_state)")
+    [ "$snapshots" -ge 1 ] && [ "$sealed" -gt 0 ] && [ "$applied" -gt 0 ] \
+        || die "$db: worker upkeep missing (snapshots $snapshots, sealed $sealed, read side at $applied)"
+    log "$db: worker took $snapshots snapshot(s), sealed $sealed events, read side at position $applied"
+done
+before=$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM wallet.snapshots")
+psql_at mnB "$PORT_B" n3 -c "ALTER SYSTEM SET wallet.snapshot_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 3.5
+after=$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM wallet.snapshots")
+[ "$after" -ge $((before + 2)) ] || die "snapshot_interval 1s: $before -> $after snapshots in 3.5 s"
+[ "$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM wallet.check_snapshot((SELECT max(snapshot_id) FROM wallet.snapshots))")" = 0 ] \
+    || die "the worker's latest snapshot plus its tail differs from a replay from zero"
+log "worker snapshots: $before -> $after in 3.5 s with wallet.snapshot_interval = 1s; the latest checks out"
