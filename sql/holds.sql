@@ -65,10 +65,13 @@ AS 'MODULE_PATHNAME', 'wallet_expire_holds';
 COMMENT ON FUNCTION wallet.expire_holds(integer) IS
     'Releases up to max_rows pending holds past their timeout (status expired, one event each); returns how many. Run by the worker each round, or from cron.';
 
+-- The functions below that read wallet.holds plan with enable_seqscan off: the table starts
+-- empty, and a plan kept from then would scan it sequentially (see src/spi.rs, Kept::index_only).
+
 -- A hold by its key.
 CREATE FUNCTION wallet.get_hold(gtid text, branch text)
 RETURNS wallet.holds
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $fn$
 DECLARE
     result wallet.holds;
 BEGIN
@@ -101,7 +104,7 @@ COMMENT ON FUNCTION wallet.account_balances(bigint) IS
 -- An account's pending holds, either side, oldest first.
 CREATE FUNCTION wallet.open_holds(account_id bigint)
 RETURNS SETOF wallet.holds
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $fn$
 BEGIN
     PERFORM wallet._require_account(account_id);
     RETURN QUERY
@@ -122,7 +125,7 @@ CREATE FUNCTION wallet.try_branch(gtid text, branch text, debit_account_id bigin
                                   credit_account_id bigint, amount bigint,
                                   timeout interval DEFAULT NULL, currency text DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $fn$
 DECLARE
     id bigint := wallet.try_hold(gtid, branch, debit_account_id, credit_account_id, amount,
                                  timeout, currency);

@@ -115,6 +115,11 @@ BEGIN
 END
 $fn$;
 
+-- The functions that run on every step keep their plans for the session (PL/pgSQL), and plan
+-- with enable_seqscan off: a plan made while the ledger tables look empty (after a VACUUM)
+-- would otherwise scan them sequentially for as long as the session lives (measured: the
+-- coordinator at 0.7k transfers/s instead of 3.2k/s right after a VACUUM of empty tables).
+
 -- Runs one participant call on a remote node and returns its single text result, or raises the
 -- participant's error (with its SQLSTATE; 08xxx when the node cannot be reached).
 CREATE FUNCTION wallet._node_call(node text, command text) RETURNS text
@@ -200,7 +205,8 @@ $fn$;
 -- Returns 'more' (call again), 'done' (finished) or 'wait' (a participant is unreachable: try
 -- later). recovering: the coordinator is gone, so a transaction still trying is cancelled.
 CREATE FUNCTION wallet._gtx_step(gtid text, recovering boolean DEFAULT true) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off AS $fn$
 DECLARE
     g wallet.global_transactions;
     b wallet.branches;
@@ -295,7 +301,8 @@ $fn$;
 CREATE FUNCTION wallet._gtx_begin(gtid text, from_node text, from_account_id bigint,
                                   to_node text, to_account_id bigint, amount bigint,
                                   hold_timeout interval) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off AS $fn$
 DECLARE
     g wallet.global_transactions;
 BEGIN
