@@ -69,7 +69,9 @@ GRANT EXECUTE ON FUNCTION
     wallet._gtx_release(text),
     wallet._gtx_begin(text, text, bigint, text, bigint, bigint, interval),
     wallet._gtx_step(text, boolean),
-    wallet._recovery_candidates()
+    wallet._recovery_candidates(),
+    wallet._gtx_get(text),
+    wallet._gtx_unfinished()
 TO wallet_operator;
 GRANT EXECUTE ON PROCEDURE
     wallet.transfer_across(text, text, bigint, text, bigint, bigint, interval, text),

@@ -178,7 +178,7 @@ $fn$;
 -- first, because their participants' holds run out (a hold past its timeout cannot be
 -- confirmed any more); then those cancelling, then those still trying.
 CREATE FUNCTION wallet._recovery_candidates() RETURNS text[]
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
     SELECT coalesce(array_agg(g.gtid ORDER BY g.urgency, g.created_at), '{}')
       FROM (SELECT gtid, created_at,
                    CASE phase WHEN 'confirm' THEN 0 WHEN 'cancel' THEN 1 ELSE 2 END AS urgency
@@ -331,6 +331,18 @@ BEGIN
 END
 $fn$;
 
+-- A global transaction by id, and how many are unfinished: for the procedures below, which
+-- cannot carry a SET clause (a procedure that commits may not) but must not plan a sequential
+-- scan of a ledger that looked empty when they were first called.
+CREATE FUNCTION wallet._gtx_get(gtid text) RETURNS wallet.global_transactions
+LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
+    SELECT * FROM wallet.global_transactions AS x WHERE x.gtid = $1
+$fn$;
+CREATE FUNCTION wallet._gtx_unfinished() RETURNS bigint
+LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
+    SELECT count(*) FROM wallet.global_transactions WHERE finished_at IS NULL
+$fn$;
+
 -- ---- the API -----------------------------------------------------------------------------------
 
 CREATE PROCEDURE wallet.transfer_across(gtid text, from_node text, from_account_id bigint,
@@ -387,7 +399,7 @@ BEGIN
         EXIT WHEN step <> 'more';
     END LOOP;
     PERFORM wallet._gtx_release(gtid);
-    SELECT * INTO g FROM wallet.global_transactions AS x WHERE x.gtid = transfer_across.gtid;
+    g := wallet._gtx_get(gtid);
     IF g.phase = 'confirm' THEN
         -- Decided: confirmed, even if a participant still has to hear it (recovery will tell it).
         outcome := 'confirmed';
@@ -435,7 +447,7 @@ BEGIN
             finished := finished + 1;
         END IF;
     END LOOP;
-    SELECT count(*) INTO unfinished FROM wallet.global_transactions WHERE finished_at IS NULL;
+    unfinished := wallet._gtx_unfinished();
 END
 $fn$;
 COMMENT ON PROCEDURE wallet.recover(integer, integer) IS
