@@ -4,7 +4,8 @@
 #   2. the pg_regress suite in pg_test/ (the documented behaviour of every function);
 #   3. the concurrency test (tests/concurrency.sh: pgbench clients at READ COMMITTED and
 #      SERIALIZABLE, then the invariants);
-#   4. pg_dump / pg_restore (tests/dump_restore.sh);
+#   4. pg_dump / pg_restore (tests/dump_restore.sh), and ALTER EXTENSION UPDATE from 0.1.0
+#      (tests/upgrade.sh: the updated schema equals a fresh install's, the data survives);
 #   5. tests/fuzz.sql: 3,000 calls with random, NULL, extreme and malformed arguments; every error a
 #      documented SQLSTATE, never XX000 or a crash, invariants intact afterwards;
 #   6. a client in another language: examples/python_client.py with psycopg 3 (from PyPI, in a venv);
@@ -17,7 +18,7 @@
 source "$(dirname "$0")/lib.sh"
 
 TEST_PORT="${WALLET_TEST_PORT:-54362}"
-SUITES="${WALLET_TESTS:-unit regress concurrency dump fuzz client replication multinode}"
+SUITES="${WALLET_TESTS:-unit regress concurrency dump upgrade fuzz client replication multinode}"
 passed=0
 failed=0
 failures=()
@@ -75,6 +76,8 @@ test_multinode() { bash "$REPO_ROOT/tests/multinode.sh" "$(ensure_venv)" 40; }
 
 test_dump() { bash "$REPO_ROOT/tests/dump_restore.sh" test "$TEST_PORT"; }
 
+test_upgrade() { bash "$REPO_ROOT/tests/upgrade.sh" test "$TEST_PORT"; }
+
 test_fuzz() {
     fresh_db wallet_fuzz
     psql_at test "$TEST_PORT" wallet_fuzz -f "$REPO_ROOT/tests/fuzz.sql" | tail -22
@@ -100,13 +103,14 @@ test_client() {
 
 ensure_toolchain
 suite unit "cargo pgrx test (Rust unit tests and #[pg_test]s)"
-if [[ " $SUITES " =~ " "(regress|concurrency|dump|fuzz|client|replication|multinode)" " ]]; then
+if [[ " $SUITES " =~ " "(regress|concurrency|dump|upgrade|fuzz|client|replication|multinode)" " ]]; then
     install_extension
     cluster_start test "$TEST_PORT"
 fi
 suite regress "pg_regress suite (pg_test/)"
 suite concurrency "concurrency test (tests/concurrency.sh)"
 suite dump "pg_dump / pg_restore (tests/dump_restore.sh)"
+suite upgrade "ALTER EXTENSION UPDATE from 0.1.0 (tests/upgrade.sh)"
 suite fuzz "fuzzing the API (tests/fuzz.sql)"
 suite client "Python client (examples/python_client.py)"
 cluster_stop test

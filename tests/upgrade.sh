@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# ALTER EXTENSION UPDATE: a database created at 0.1.0 (its install script is kept in
+# tests/upgrade/), with money moved, the log sealed, a snapshot taken and the read side built, is
+# updated to the current version. Then its schema must be exactly a fresh install's (tables,
+# columns, defaults, indexes, constraints, triggers, functions with their bodies, settings, security
+# and privileges, extension membership, dump configuration), its data must survive (verify(),
+# verify_chain(), trial balance, check_snapshot()), and the new functions must work on it.
+# Usage: tests/upgrade.sh NAME PORT (a running cluster of scripts/lib.sh)
+source "$(dirname "$0")/../scripts/lib.sh"
+name="$1"; port="$2"
+here="$REPO_ROOT/tests/upgrade"
+extdir="$("$PG_CONFIG" --sharedir)/extension"
+as_root install -m 644 "$here/wallet_ext--0.1.0.sql" "$extdir/wallet_ext--0.1.0.sql"
+current="$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO_ROOT/Cargo.toml" | head -1)"
+q() { local db="$1"; shift; psql_at "$name" "$port" "$db" -tA "$@"; }
+
+for db in wallet_up wallet_fresh; do
+    psql_at "$name" "$port" postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+done
+q wallet_up -c "CREATE EXTENSION wallet_ext VERSION '0.1.0'" >/dev/null
+q wallet_up >/dev/null <<'SQL'
+SELECT wallet.create_currency('EUR');
+SELECT wallet.open_account('EUR', 'u' || i) FROM generate_series(1, 20) i;
+SELECT wallet.deposit(id, 10000, 'dep-' || id) FROM wallet.accounts WHERE NOT is_system;
+SELECT wallet.transfer(2 + i % 20, 2 + (i * 7 + 1) % 20, 1 + i % 50, 'k-' || i)
+  FROM generate_series(1, 500) i WHERE i % 20 <> (i * 7 + 1) % 20;
+SELECT * FROM wallet.transfer_batch(ARRAY[2, 3, 4], ARRAY[5, 6, 7], ARRAY[10, 20, 30]);
+SELECT wallet.seal();
+SELECT wallet.take_snapshot();
+SELECT wallet.transfer(2, 3, 5);
+SQL
+before="$(q wallet_up -c "SELECT string_agg(id || ':' || balance, ',' ORDER BY id) FROM wallet.accounts")"
+head_before="$(q wallet_up -c "SELECT last_position || '/' || last_hash FROM wallet.chain_head()")"
+q wallet_up -c "ALTER EXTENSION wallet_ext UPDATE TO '$current'" >/dev/null
+[ "$(q wallet_up -c "SELECT extversion FROM pg_extension WHERE extname = 'wallet_ext'")" = "$current" ] \
+    || die "not at $current after ALTER EXTENSION UPDATE"
+q wallet_fresh -c "CREATE EXTENSION wallet_ext" >/dev/null
+
+# A canonical description of everything in schema wallet, one line per fact.
+describe() {
+    q "$1" <<'SQL'
+SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+       || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+       || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE n.nspname = 'wallet' AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'v', 'S', 'c')
+UNION ALL
+SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' options=' || coalesce(c.reloptions::text, '')
+       || ' acl=' || coalesce(c.relacl::text, '')
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'wallet' AND c.relkind IN ('r', 'v', 'S', 'i')
+UNION ALL
+SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'wallet'
+UNION ALL
+SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+  FROM pg_constraint WHERE connamespace = 'wallet'::regnamespace
+UNION ALL
+SELECT 'trigger ' || pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+ WHERE c.relnamespace = 'wallet'::regnamespace AND NOT t.tgisinternal
+UNION ALL
+SELECT 'view ' || c.relname || ' ' || md5(pg_get_viewdef(c.oid)) FROM pg_class c
+ WHERE c.relnamespace = 'wallet'::regnamespace AND c.relkind = 'v'
+UNION ALL
+SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') '
+       || p.prokind::text || ' -> ' || coalesce(pg_get_function_result(p.oid), '') || ' ' || l.lanname
+       || ' ' || p.provolatile::text || ' definer=' || p.prosecdef || ' config=' || coalesce(p.proconfig::text, '')
+       || ' args=' || coalesce(pg_get_expr(p.proargdefaults, 0), '') || ' acl=' || coalesce(p.proacl::text, '')
+       || ' body=' || md5(p.prosrc) || ' comment=' || md5(coalesce(obj_description(p.oid, 'pg_proc'), ''))
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.pronamespace = 'wallet'::regnamespace
+UNION ALL
+SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+  FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+ WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'wallet_ext' AND d.deptype = 'e'
+UNION ALL
+SELECT 'dump config ' || x::regclass FROM pg_extension e, unnest(e.extconfig) x WHERE e.extname = 'wallet_ext'
+UNION ALL
+SELECT 'schema acl ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = 'wallet'
+ORDER BY 1
+SQL
+}
+describe wallet_up > "$WORK_DIR/upgrade-upgraded.txt"
+describe wallet_fresh > "$WORK_DIR/upgrade-fresh.txt"
+if ! diff "$WORK_DIR/upgrade-fresh.txt" "$WORK_DIR/upgrade-upgraded.txt" > "$WORK_DIR/upgrade.diff"; then
+    cat "$WORK_DIR/upgrade.diff"
+    die "the upgraded schema differs from a fresh install (< fresh, > upgraded)"
+fi
+log "schema after 0.1.0 -> $current equals a fresh install: $(wc -l < "$WORK_DIR/upgrade-fresh.txt") facts compared"
+
+# The data survived, and the new features work on it.
+[ "$(q wallet_up -c "SELECT string_agg(id || ':' || balance, ',' ORDER BY id) FROM wallet.accounts")" = "$before" ] \
+    || die "balances changed by the update"
+[ "$(q wallet_up -c "SELECT last_position || '/' || last_hash FROM wallet.chain_head()")" = "$head_before" ] \
+    || die "chain head changed by the update"
+q wallet_up >/dev/null <<'SQL'
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM wallet.verify()) OR EXISTS (SELECT 1 FROM wallet.verify(false)) THEN
+        RAISE EXCEPTION 'verify() differs after the update';
+    END IF;
+    IF EXISTS (SELECT 1 FROM wallet.check_snapshot((SELECT min(snapshot_id) FROM wallet.snapshots))) THEN
+        RAISE EXCEPTION 'the 0.1.0 snapshot does not check out after the update';
+    END IF;
+END $$;
+SELECT wallet.try_hold('up-1', 'b', 2, 3, 100);
+SELECT wallet.confirm_hold('up-1', 'b', 60);
+SELECT wallet.seal();
+SELECT wallet.take_snapshot();
+CALL wallet.transfer_across('up-2', 'local', 4, 'local', 5, 7);
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM wallet.verify()) OR EXISTS (SELECT 1 FROM wallet.verify_chain())
+       OR EXISTS (SELECT 1 FROM wallet.verify_read_side())
+       OR EXISTS (SELECT 1 FROM wallet.trial_balance() WHERE total_balance <> 0 OR forbidden_negative_accounts <> 0)
+       OR EXISTS (SELECT 1 FROM wallet.check_snapshot((SELECT max(snapshot_id) FROM wallet.snapshots))) THEN
+        RAISE EXCEPTION 'inconsistent after using the new features on the updated database';
+    END IF;
+END $$;
+SQL
+log "data survived the update (balances, chain head, verify, snapshot); holds and the coordinator work on it"
