@@ -358,17 +358,14 @@ impl Step {
     }
 }
 
-/// How the coordinator treats an error from a participant: a rejection is final; a lost
-/// connection, a crash, a shutdown, a serialization failure or a deadlock is worth retrying
-/// (the participant's calls are idempotent, so a retry is safe).
+/// How the coordinator treats an error from a participant's confirm or cancel: only a wallet
+/// rejection (class WA) is final; anything else (a lost connection, a crash, a shutdown, a
+/// serialization failure, a deadlock, an internal error, a participant without wallet_ext) is
+/// retried later, since the participant's calls are idempotent and a wrong "refused" would split
+/// a decided transfer. (A failed try leads to cancel either way.) WA025 is the coordinator's own
+/// "unreachable" and transient too.
 pub fn error_is_transient(sqlstate: &str) -> bool {
-    sqlstate.starts_with("08")        // connection exception
-        || sqlstate.starts_with("57P") // operator intervention: shutdown, crash
-        || sqlstate.starts_with("53")  // insufficient resources
-        || sqlstate == "40001"
-        || sqlstate == "40P01"
-        || sqlstate == "55P03"         // lock not available
-        || sqlstate == "WA025" // node unreachable (our own wrapping)
+    !sqlstate.starts_with("WA") || sqlstate == "WA025"
 }
 
 #[cfg(test)]
@@ -625,10 +622,12 @@ mod tests {
 
     #[test]
     fn transient_errors() {
-        for s in ["08001", "08006", "57P01", "40001", "40P01", "WA025"] {
+        for s in [
+            "08001", "08006", "57P01", "40001", "40P01", "WA025", "XX000", "42883",
+        ] {
             assert!(error_is_transient(s), "{s}");
         }
-        for s in ["WA008", "WA021", "WA023", "XX000", "42883"] {
+        for s in ["WA008", "WA018", "WA020", "WA021", "WA023"] {
             assert!(!error_is_transient(s), "{s}");
         }
     }
