@@ -202,8 +202,12 @@ LANGUAGE sql IMMUTABLE AS $fn$
 $fn$;
 
 -- One durable step of a global transaction; the caller commits after it and holds its claim.
--- Returns 'more' (call again), 'done' (finished) or 'wait' (a participant is unreachable: try
--- later). recovering: the coordinator is gone, so a transaction still trying is cancelled.
+-- A step sends at most one participant call (try, confirm or cancel of one branch) and records
+-- its answer; then it applies, in the same transaction, a decision or the outcome that follows
+-- from the ledger alone: a decision is committed with the try answer it rests on, before any
+-- participant hears of it; the outcome with the last branch's answer. Returns 'more' (call
+-- again), 'done' (finished) or 'wait' (a participant is unreachable: try later). recovering:
+-- the coordinator is gone, so a transaction still trying is cancelled.
 CREATE FUNCTION wallet._gtx_step(gtid text, recovering boolean DEFAULT true) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off AS $fn$
@@ -217,83 +221,93 @@ DECLARE
     answer text;
     failed_state text;
     failed_message text;
+    called boolean := false;
 BEGIN
-    SELECT * INTO g FROM wallet.global_transactions AS x WHERE x.gtid = _gtx_step.gtid FOR UPDATE;
-    IF NOT FOUND OR g.finished_at IS NOT NULL THEN
-        RETURN 'done';
-    END IF;
-    SELECT array_agg(x.status ORDER BY x.branch_no) INTO statuses
-      FROM wallet.branches AS x WHERE x.gtid = g.gtid;
-    step := wallet._tcc_next_step(g.phase, statuses,
-                                  recovering OR pg_catalog.clock_timestamp() > g.decide_by);
-    action := split_part(step, ' ', 1);
-    n := split_part(step, ' ', 2)::integer;
-    IF action = 'decide_confirm' THEN
-        UPDATE wallet.global_transactions AS x SET phase = 'confirm', decided_at = clock_timestamp()
-         WHERE x.gtid = g.gtid;
-        RETURN 'more';
-    ELSIF action = 'decide_cancel' THEN
-        UPDATE wallet.global_transactions AS x
-           SET phase = 'cancel', decided_at = clock_timestamp(),
-               error_sqlstate = coalesce(x.error_sqlstate, 'WA021'),
-               error_message = coalesce(x.error_message, CASE WHEN recovering
-                   THEN format('global transaction %s was cancelled by recovery: its coordinator stopped before deciding', g.gtid)
-                   ELSE format('global transaction %s passed its decision deadline (%s) before every branch was tried', g.gtid, g.decide_by) END)
-         WHERE x.gtid = g.gtid;
-        RETURN 'more';
-    ELSIF action IN ('finish_confirmed', 'finish_cancelled') THEN
-        UPDATE wallet.global_transactions AS x
-           SET outcome = CASE action WHEN 'finish_confirmed' THEN 'confirmed' ELSE 'cancelled' END,
-               finished_at = clock_timestamp(),
-               finished_by = CASE WHEN recovering THEN 'recovery' ELSE 'coordinator' END
-         WHERE x.gtid = g.gtid;
-        RETURN 'done';
-    END IF;
-    SELECT * INTO b FROM wallet.branches AS x WHERE x.gtid = g.gtid AND x.branch_no = n;
-    BEGIN
-        IF b.node = 'local' THEN
-            -- Called directly: the plans of these calls are kept, unlike a command's text.
-            answer := CASE action
-                WHEN 'try' THEN wallet.try_branch(g.gtid, b.branch, b.debit_account_id,
-                                                  b.credit_account_id, g.amount, g.hold_timeout, g.currency)
-                WHEN 'confirm' THEN wallet.confirm_hold(g.gtid, b.branch)::text
-                ELSE wallet.cancel_hold(g.gtid, b.branch)::text END;
-        ELSE
-            answer := wallet._node_call(b.node, wallet._branch_command(action, g, b));
+    LOOP
+        SELECT * INTO g FROM wallet.global_transactions AS x WHERE x.gtid = _gtx_step.gtid FOR UPDATE;
+        IF NOT FOUND OR g.finished_at IS NOT NULL THEN
+            RETURN 'done';
         END IF;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
-    END;
-    IF failed_state IS NULL THEN
+        SELECT array_agg(x.status ORDER BY x.branch_no) INTO statuses
+          FROM wallet.branches AS x WHERE x.gtid = g.gtid;
+        step := wallet._tcc_next_step(g.phase, statuses,
+                                      recovering OR pg_catalog.clock_timestamp() > g.decide_by);
+        action := split_part(step, ' ', 1);
+        n := split_part(step, ' ', 2)::integer;
+        IF action = 'decide_confirm' THEN
+            UPDATE wallet.global_transactions AS x SET phase = 'confirm', decided_at = clock_timestamp()
+             WHERE x.gtid = g.gtid;
+            RETURN 'more';  -- committed before any participant is told
+        ELSIF action = 'decide_cancel' THEN
+            UPDATE wallet.global_transactions AS x
+               SET phase = 'cancel', decided_at = clock_timestamp(),
+                   error_sqlstate = coalesce(x.error_sqlstate, 'WA021'),
+                   error_message = coalesce(x.error_message, CASE WHEN recovering
+                       THEN format('global transaction %s was cancelled by recovery: its coordinator stopped before deciding', g.gtid)
+                       ELSE format('global transaction %s passed its decision deadline (%s) before every branch was tried', g.gtid, g.decide_by) END)
+             WHERE x.gtid = g.gtid;
+            RETURN 'more';
+        ELSIF action IN ('finish_confirmed', 'finish_cancelled') THEN
+            UPDATE wallet.global_transactions AS x
+               SET outcome = CASE action WHEN 'finish_confirmed' THEN 'confirmed' ELSE 'cancelled' END,
+                   finished_at = clock_timestamp(),
+                   finished_by = CASE WHEN recovering THEN 'recovery' ELSE 'coordinator' END
+             WHERE x.gtid = g.gtid;
+            RETURN 'done';
+        ELSIF called THEN
+            RETURN 'more';  -- one participant call per step
+        END IF;
+        called := true;
+        SELECT * INTO b FROM wallet.branches AS x WHERE x.gtid = g.gtid AND x.branch_no = n;
+        BEGIN
+            IF b.node = 'local' THEN
+                -- Called directly: the plans of these calls are kept, unlike a command's text.
+                answer := CASE action
+                    WHEN 'try' THEN wallet.try_branch(g.gtid, b.branch, b.debit_account_id,
+                                                      b.credit_account_id, g.amount, g.hold_timeout, g.currency)
+                    WHEN 'confirm' THEN wallet.confirm_hold(g.gtid, b.branch)::text
+                    ELSE wallet.cancel_hold(g.gtid, b.branch)::text END;
+            ELSE
+                answer := wallet._node_call(b.node, wallet._branch_command(action, g, b));
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+        END;
+        IF failed_state IS NULL THEN
+            UPDATE wallet.branches AS x
+               SET status = CASE action WHEN 'try' THEN 'tried' WHEN 'confirm' THEN 'confirmed' ELSE 'cancelled' END,
+                   attempts = x.attempts + 1, last_sqlstate = NULL, last_error = NULL,
+                   updated_at = clock_timestamp()
+             WHERE x.gtid = g.gtid AND x.branch_no = n;
+            IF action = 'try' AND g.currency IS NULL THEN
+                UPDATE wallet.global_transactions AS x SET currency = answer WHERE x.gtid = g.gtid;
+            END IF;
+            CONTINUE;  -- a decision or the outcome may follow in this transaction
+        END IF;
+        IF wallet._tcc_transient(failed_state) THEN
+            failed_message := format('node %s unreachable (%s: %s)', b.node, failed_state, failed_message);
+            failed_state := 'WA025';
+        END IF;
         UPDATE wallet.branches AS x
-           SET status = CASE action WHEN 'try' THEN 'tried' WHEN 'confirm' THEN 'confirmed' ELSE 'cancelled' END,
-               attempts = x.attempts + 1, last_sqlstate = NULL, last_error = NULL,
-               updated_at = clock_timestamp()
+           SET attempts = x.attempts + 1, last_sqlstate = failed_state, last_error = failed_message,
+               updated_at = clock_timestamp(),
+               status = CASE WHEN action = 'try' THEN 'failed'
+                             WHEN failed_state = 'WA025' THEN x.status
+                             ELSE 'refused' END
          WHERE x.gtid = g.gtid AND x.branch_no = n;
-        IF action = 'try' AND g.currency IS NULL THEN
-            UPDATE wallet.global_transactions AS x SET currency = answer WHERE x.gtid = g.gtid;
+        IF action = 'try' THEN
+            -- A try that failed either way leads to cancel (which also reaches a try whose answer
+            -- was lost); the decision follows in this transaction.
+            UPDATE wallet.global_transactions AS x
+               SET error_sqlstate = failed_state, error_message = failed_message
+             WHERE x.gtid = g.gtid;
+            CONTINUE;
         END IF;
-        RETURN 'more';
-    END IF;
-    IF wallet._tcc_transient(failed_state) THEN
-        failed_message := format('node %s unreachable (%s: %s)', b.node, failed_state, failed_message);
-        failed_state := 'WA025';
-    END IF;
-    UPDATE wallet.branches AS x
-       SET attempts = x.attempts + 1, last_sqlstate = failed_state, last_error = failed_message,
-           updated_at = clock_timestamp(),
-           status = CASE WHEN action = 'try' THEN 'failed'
-                         WHEN failed_state = 'WA025' THEN x.status
-                         ELSE 'refused' END
-     WHERE x.gtid = g.gtid AND x.branch_no = n;
-    IF action = 'try' THEN
-        -- A try that failed either way leads to cancel (which also reaches a try whose answer was lost).
-        UPDATE wallet.global_transactions AS x
-           SET error_sqlstate = failed_state, error_message = failed_message
-         WHERE x.gtid = g.gtid;
-        RETURN 'more';
-    END IF;
-    RETURN CASE WHEN failed_state = 'WA025' THEN 'wait' ELSE 'more' END;
+        IF failed_state = 'WA025' THEN
+            RETURN 'wait';
+        END IF;
+        -- refused for good: the outcome may follow in this transaction
+    END LOOP;
 END
 $fn$;
 

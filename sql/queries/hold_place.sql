@@ -8,11 +8,12 @@ WITH d AS (
     UPDATE wallet.accounts SET pending_debit = pending_debit + $5 WHERE id = $3 RETURNING balance
 ), c AS (
     UPDATE wallet.accounts SET pending_credit = pending_credit + $5 WHERE id = $4 RETURNING balance
+), t AS (
+    SELECT pg_catalog.clock_timestamp() AS now  -- one reading: expires_at = created_at + timeout
 ), h AS (
     INSERT INTO wallet.holds (gtid, branch, debit_account_id, credit_account_id, currency, reserved,
-                              status, expires_at)
-    VALUES ($1, $2, $3, $4, $6, $5, 'pending',
-            pg_catalog.clock_timestamp() + $7 * interval '1 microsecond')
+                              status, created_at, expires_at)
+    SELECT $1, $2, $3, $4, $6, $5, 'pending', t.now, t.now + $7 * interval '1 microsecond' FROM t
         ON CONFLICT (gtid, branch) DO NOTHING
     RETURNING hold_id, expires_at
 ), e AS (
