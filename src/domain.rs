@@ -280,6 +280,29 @@ pub fn check_transfer_against(
             });
         }
     }
+    check_posting_bounds(debit, credit, amount)?;
+    if !debit.allow_overdraft {
+        // Both terms are >= 0 for an account without overdraft, so this cannot overflow.
+        let available = debit.available().unwrap_or(i64::MIN);
+        if available < amount {
+            return Err(WalletError::InsufficientFunds {
+                account_id: debit.id,
+                amount,
+                available,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Posting `amount` keeps both balances within bigint: the credit side first, then the debit side
+/// (only an overdraft account can get near the lower bound). Part of `check_transfer_against`,
+/// and all that a hold's confirm re-checks (its funds were reserved at try).
+pub fn check_posting_bounds(
+    debit: &AccountState,
+    credit: &AccountState,
+    amount: i64,
+) -> Result<(), WalletError> {
     if credit.balance.checked_add(amount).is_none() {
         return Err(WalletError::BalanceOverflow {
             account_id: credit.id,
@@ -292,14 +315,24 @@ pub fn check_transfer_against(
             amount,
         });
     }
-    if !debit.allow_overdraft {
-        // Both terms are >= 0 for an account without overdraft, so this cannot overflow.
-        let available = debit.available().unwrap_or(i64::MIN);
-        if available < amount {
-            return Err(WalletError::InsufficientFunds {
-                account_id: debit.id,
+    Ok(())
+}
+
+/// Reserving `amount` keeps the debit account's pending_debit and the credit account's
+/// pending_credit within bigint (debit side first).
+pub fn check_reservation_bounds(
+    debit: &AccountState,
+    credit: &AccountState,
+    amount: i64,
+) -> Result<(), WalletError> {
+    for (account, pending) in [
+        (debit, debit.pending_debit),
+        (credit, credit.pending_credit),
+    ] {
+        if pending.checked_add(amount).is_none() {
+            return Err(WalletError::BalanceOverflow {
+                account_id: account.id,
                 amount,
-                available,
             });
         }
     }
@@ -490,6 +523,34 @@ mod tests {
         assert_eq!(
             check_transfer_against(&request(1_000_000), Some(&d), Some(&c)),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn reservations_never_overflow() {
+        let d = AccountState {
+            pending_debit: i64::MAX - 5,
+            ..AccountState::for_tests(7, 100)
+        };
+        let c = AccountState::for_tests(8, 0);
+        assert_eq!(check_reservation_bounds(&d, &c, 5), Ok(()));
+        assert_eq!(
+            check_reservation_bounds(&d, &c, 6),
+            Err(WalletError::BalanceOverflow {
+                account_id: 7,
+                amount: 6
+            })
+        );
+        let c = AccountState {
+            pending_credit: i64::MAX,
+            ..AccountState::for_tests(8, 0)
+        };
+        assert_eq!(
+            check_reservation_bounds(&AccountState::for_tests(7, 100), &c, 1),
+            Err(WalletError::BalanceOverflow {
+                account_id: 8,
+                amount: 1
+            })
         );
     }
 

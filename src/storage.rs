@@ -718,14 +718,7 @@ pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<i64> {
             });
         }
     }
-    for (account, pending) in [(&d, d.pending_debit), (&c, c.pending_credit)] {
-        if pending.checked_add(call.amount).is_none() {
-            return Err(WalletError::BalanceOverflow {
-                account_id: account.id,
-                amount: call.amount,
-            });
-        }
-    }
+    domain::check_reservation_bounds(&d, &c, call.amount)?;
     let rows = conn.execute(
         &HOLD_PLACE,
         &[
@@ -775,18 +768,7 @@ pub fn confirm_hold(
         d.expect("held accounts exist"),
         c.expect("held accounts exist"),
     );
-    if c.balance.checked_add(amount).is_none() {
-        return Err(WalletError::BalanceOverflow {
-            account_id: c.id,
-            amount,
-        });
-    }
-    if d.balance.checked_sub(amount).is_none() {
-        return Err(WalletError::BalanceOverflow {
-            account_id: d.id,
-            amount,
-        });
-    }
+    domain::check_posting_bounds(&d, &c, amount)?;
     let rows = conn.execute(
         &HOLD_CONFIRM,
         &[
