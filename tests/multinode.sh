@@ -9,10 +9,14 @@ PYTHON="$1"
 SECONDS_OF_LOAD="${2:-45}"
 PORT_A=54366
 PORT_B=54367
-common=("shared_preload_libraries=wallet_ext" "wallet.worker_interval=200ms" "max_connections=60")
+common=("shared_preload_libraries=wallet_ext" "max_connections=60")
 cluster_start mnA "$PORT_A" "${common[@]}" "wallet.worker_databases='n1,n2'"
 cluster_start mnB "$PORT_B" "${common[@]}" "wallet.worker_databases='n3'"
 trap 'cluster_stop mnA; cluster_stop mnB' EXIT
+# Reloadable worker settings go to postgresql.auto.conf, not the command line (which would win
+# over any later ALTER SYSTEM the checks at the end make).
+psql_at mnA "$PORT_A" postgres -c "ALTER SYSTEM SET wallet.worker_interval = '200ms'" -c "SELECT pg_reload_conf()" >/dev/null
+psql_at mnB "$PORT_B" postgres -c "ALTER SYSTEM SET wallet.worker_interval = '200ms'" -c "SELECT pg_reload_conf()" >/dev/null
 psql_at mnA "$PORT_A" postgres -c "CREATE DATABASE n1" -c "CREATE DATABASE n2"
 psql_at mnB "$PORT_B" postgres -c "CREATE DATABASE n3"
 
@@ -61,3 +65,33 @@ after=$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM wallet.snapshots")
 [ "$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM wallet.check_snapshot((SELECT max(snapshot_id) FROM wallet.snapshots))")" = 0 ] \
     || die "the worker's latest snapshot plus its tail differs from a replay from zero"
 log "worker snapshots: $before -> $after in 3.5 s with wallet.snapshot_interval = 1s; the latest checks out"
+
+# wallet.worker_interval: with 3 s between rounds, a snapshot due every second is taken at most
+# once a round (at most 4 in 7 s; with the 200 ms of this test it would be about 7).
+before=$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM wallet.snapshots")
+psql_at mnB "$PORT_B" n3 -c "ALTER SYSTEM SET wallet.worker_interval = '3s'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 7
+after=$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM wallet.snapshots")
+[ $((after - before)) -ge 1 ] && [ $((after - before)) -le 4 ] \
+    || die "worker_interval 3s: $((after - before)) snapshots in 7 s (expected 1 to 4)"
+log "worker_interval 3s: $((after - before)) rounds with a snapshot in 7 s"
+
+# wallet.worker_read_side: off, the worker seals nothing (snapshots off too, since a snapshot
+# seals); on again, it seals what was written meanwhile.
+psql_at mnB "$PORT_B" n3 -c "ALTER SYSTEM SET wallet.worker_interval = '200ms'" \
+    -c "ALTER SYSTEM SET wallet.snapshot_interval = 0" -c "ALTER SYSTEM SET wallet.worker_read_side = off" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+sleep 3.5   # the round under way (up to 3 s) ends, the next ones run with the new settings
+sealed=$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM wallet.chain")
+psql_at mnB "$PORT_B" n3 -c "SELECT wallet.transfer(2, 3, 1)" >/dev/null
+sleep 1.5
+[ "$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM wallet.chain")" = "$sealed" ] \
+    || die "worker_read_side off, yet the worker sealed"
+psql_at mnB "$PORT_B" n3 -c "ALTER SYSTEM SET wallet.worker_read_side = on" -c "SELECT pg_reload_conf()" >/dev/null
+for _ in $(seq 50); do
+    now=$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM wallet.chain")
+    [ "$now" -gt "$sealed" ] && break
+    sleep 0.2
+done
+[ "$now" -gt "$sealed" ] || die "worker_read_side on again, yet nothing sealed"
+log "worker_read_side: off -> nothing sealed in 1.5 s; on -> sealed"
