@@ -318,6 +318,22 @@ pub fn check_posting_bounds(
     Ok(())
 }
 
+/// The posted balances of the debit and credit accounts after posting `amount`, for a transfer
+/// that `check_transfer_against` (or a confirm that `check_posting_bounds`) accepted: both
+/// results are then within bigint, which this checks again rather than trust.
+pub fn balances_after(debit: &AccountState, credit: &AccountState, amount: i64) -> (i64, i64) {
+    (
+        debit
+            .balance
+            .checked_sub(amount)
+            .expect("posting bounds were checked"),
+        credit
+            .balance
+            .checked_add(amount)
+            .expect("posting bounds were checked"),
+    )
+}
+
 /// Reserving `amount` keeps the debit account's pending_debit and the credit account's
 /// pending_credit within bigint (debit side first).
 pub fn check_reservation_bounds(
@@ -400,6 +416,21 @@ mod tests {
             credit_account_id: 2,
             amount,
         }
+    }
+
+    #[test]
+    fn balances_after_move_the_amount_from_debit_to_credit() {
+        let mut overdraft = AccountState::for_tests(1, -5);
+        overdraft.allow_overdraft = true;
+        assert_eq!(balances_after(&account(1), &account(2), 30), (70, 130));
+        assert_eq!(balances_after(&overdraft, &account(2), 10), (-15, 110));
+        // At the very edge that check_posting_bounds still accepts.
+        let full = AccountState::for_tests(2, i64::MAX - 7);
+        let mut low = AccountState::for_tests(1, i64::MIN + 7);
+        low.allow_overdraft = true;
+        assert!(check_posting_bounds(&low, &full, 7).is_ok());
+        assert_eq!(balances_after(&low, &full, 7), (i64::MIN, i64::MAX));
+        assert!(check_posting_bounds(&low, &full, 8).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod api;
 pub mod batch;
 pub mod domain;
 pub mod error;
+pub mod heap;
 pub mod settings;
 pub mod spi;
 pub mod storage;

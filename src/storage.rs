@@ -8,6 +8,7 @@ use crate::batch::{self, BatchInput, BatchResult};
 use crate::domain::{self, AccountState, AccountStatus, StatusChange, StatusCommand};
 use crate::domain::{PriorTransfer, TransferRequest};
 use crate::error::{WalletError, WalletResult};
+use crate::heap;
 use crate::spi::{Connection, Kept, Rows};
 use crate::tcc::{self, Hold, HoldAction, HoldStatus};
 use std::collections::HashMap;
@@ -47,21 +48,9 @@ macro_rules! text {
     }};
 }
 
-static TRANSFER_LEG: Kept = Kept {
-    slot: 0,
-    sql: text!("transfer_leg.sql"),
-    args: &[I8, I8, I8],
-    index_only: false,
-};
-static TRANSFER_POST_UNKEYED: Kept = Kept {
-    slot: 1,
-    sql: unkeyed!("transfer_post.sql"),
-    args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB],
-    index_only: false,
-};
-static TRANSFER_POST_KEYED: Kept = Kept {
+static TRANSFER_EVENT_KEYED: Kept = Kept {
     slot: 8,
-    sql: text!("transfer_post.sql"),
+    sql: text!("transfer_event_keyed.sql"),
     args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB],
     index_only: false,
 };
@@ -199,9 +188,7 @@ static HOLD_RECORD_CANCEL: Kept = Kept {
 /// Every kept statement, so a test can check that no two share a plan slot.
 #[cfg(test)]
 const ALL_KEPT: &[&Kept] = &[
-    &TRANSFER_LEG,
-    &TRANSFER_POST_UNKEYED,
-    &TRANSFER_POST_KEYED,
+    &TRANSFER_EVENT_KEYED,
     &TRANSFER_PRIOR,
     &BATCH_LOCK_ACCOUNTS,
     &BATCH_PRIOR,
@@ -266,7 +253,7 @@ fn account_state(rows: &Rows, row: usize) -> AccountState {
 }
 
 /// Takes a transaction-level advisory lock on the key's hash, so two sessions presenting the
-/// same key run one after the other (see transfer_post.sql).
+/// same key run one after the other (see transfer_event_keyed.sql).
 fn lock_idempotency_key(key: &[u8]) {
     let hash = domain::key_hash(key);
     let folded = ((hash >> 32) ^ hash) as u32 as i32;
@@ -287,9 +274,11 @@ pub struct TransferCall<'a> {
     pub metadata: RawArg,
 }
 
-/// Posts a transfer (or returns the first answer for a repeated idempotency key): the two legs
-/// in ascending account id order, the second one together with the event: two kept statements
-/// (plus the key's look-up for a keyed call), issued without an interpreter in between.
+/// Posts a transfer (or returns the first answer for a repeated idempotency key). The two
+/// account rows are locked in ascending id order (so two transfers never deadlock each other),
+/// judged by `domain::check_transfer_against` on their locked versions, updated, and the event
+/// is appended: all through `heap` (direct table access, no executor), except the key's
+/// look-up and, for a keyed call, the event's insert, which need ON CONFLICT.
 pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
     let r = &call.request;
     if let Some((key, key_datum)) = call.idempotency_key {
@@ -299,96 +288,66 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
             return domain::replay_answer(key, r, &prior_transfer(&rows, 0, 1));
         }
     }
-    let (first_id, second_id) = if r.debit_account_id < r.credit_account_id {
+    let conflict = || WalletError::ConcurrentChange {
+        debit_account_id: r.debit_account_id,
+        credit_account_id: r.credit_account_id,
+        amount: r.amount,
+    };
+    let tables = heap::Tables::open(c"a wallet transfer");
+    let debit_first = r.debit_account_id < r.credit_account_id;
+    let (first_id, second_id) = if debit_first {
         (r.debit_account_id, r.credit_account_id)
     } else {
         (r.credit_account_id, r.debit_account_id)
     };
-    let rows = conn.execute(
-        &TRANSFER_LEG,
-        &[
-            first_id.into_datum(),
-            r.debit_account_id.into_datum(),
-            r.amount.into_datum(),
-        ],
-    );
-    if rows.is_empty() {
-        return Err(explain_refused_transfer(conn, r, None));
-    }
-    // The currency stays a datum (text), passed on as it came: no conversion on this path.
-    let currency: Datum = rows.get(0, 1).expect("currency");
-    let first_balance: i64 = rows.get(0, 2).expect("balance");
-    let post = if call.idempotency_key.is_some() {
-        &TRANSFER_POST_KEYED
+    let first = tables.lock_account(first_id).map_err(|_| conflict())?;
+    let second = tables.lock_account(second_id).map_err(|_| conflict())?;
+    let (debit, credit) = if debit_first {
+        (first, second)
     } else {
-        &TRANSFER_POST_UNKEYED
+        (second, first)
+    };
+    domain::check_transfer_against(
+        r,
+        debit.as_ref().map(|a| &a.state),
+        credit.as_ref().map(|a| &a.state),
+    )?;
+    let (debit, credit) = (
+        debit.expect("checked: exists"),
+        credit.expect("checked: exists"),
+    );
+    let (debit_balance, credit_balance) = domain::balances_after(&debit.state, &credit.state, r.amount);
+    tables.set_balance(&debit, debit_balance);
+    tables.set_balance(&credit, credit_balance);
+    let Some((_, key_datum)) = call.idempotency_key else {
+        return Ok(tables.insert_transfer_event(
+            &debit,
+            r.credit_account_id,
+            r.amount,
+            debit_balance,
+            credit_balance,
+            call.metadata,
+        ));
     };
     let rows = conn.execute(
-        post,
+        &TRANSFER_EVENT_KEYED,
         &[
-            second_id.into_datum(),
             r.debit_account_id.into_datum(),
-            r.amount.into_datum(),
-            Some(currency),
-            first_balance.into_datum(),
             r.credit_account_id.into_datum(),
-            call.idempotency_key.map(|(_, datum)| datum),
+            r.amount.into_datum(),
+            Some(tables.currency(&debit)),
+            debit_balance.into_datum(),
+            credit_balance.into_datum(),
+            Some(key_datum),
             call.metadata,
         ],
     );
+    // No row: a batch (which takes no advisory lock) committed the key after the look-up above;
+    // only a retry can give the first answer.
     if rows.is_empty() {
-        // No row. Either the guard refused the second leg, or (keyed calls only) the insert met
-        // the key committed meanwhile by a batch, which takes no advisory lock: then the second
-        // leg was applied, and only a retry can give the first answer (40001). Under REPEATABLE
-        // READ / SERIALIZABLE Postgres itself raises 40001 for a conflict it cannot see.
-        if let Some((_, key_datum)) = call.idempotency_key {
-            if !conn
-                .execute(&TRANSFER_PRIOR, &[Some(key_datum), call.metadata])
-                .is_empty()
-            {
-                return Err(WalletError::ConcurrentChange {
-                    debit_account_id: r.debit_account_id,
-                    credit_account_id: r.credit_account_id,
-                    amount: r.amount,
-                });
-            }
-        }
-        return Err(explain_refused_transfer(conn, r, Some(first_id)));
+        return Err(conflict());
     }
     Ok(rows.get(0, 1).expect("seq"))
-}
-
-/// A guard refused the transfer: read both accounts and let the domain name the broken rule.
-/// If the first leg was applied already, its effect is taken back out of the state read here
-/// (the ERROR that follows rolls it back for real).
-fn explain_refused_transfer(
-    conn: &Connection,
-    r: &TransferRequest,
-    first_leg_id: Option<i64>,
-) -> WalletError {
-    let mut debit = read_account(conn, &ACCOUNT_STATE, r.debit_account_id);
-    let mut credit = read_account(conn, &ACCOUNT_STATE, r.credit_account_id);
-    match first_leg_id {
-        Some(id) if id == r.debit_account_id => {
-            if let Some(a) = debit.as_mut() {
-                a.balance += r.amount;
-            }
-        }
-        Some(_) => {
-            if let Some(a) = credit.as_mut() {
-                a.balance -= r.amount;
-            }
-        }
-        None => {}
-    }
-    match domain::check_transfer_against(r, debit.as_ref(), credit.as_ref()) {
-        Err(rejection) => rejection,
-        Ok(()) => WalletError::ConcurrentChange {
-            debit_account_id: r.debit_account_id,
-            credit_account_id: r.credit_account_id,
-            amount: r.amount,
-        },
-    }
 }
 
 /// The system account that deposits and withdrawals of this account settle against.
@@ -892,14 +851,10 @@ mod tests {
 
     #[test]
     fn unkeyed_statements_drop_only_the_on_conflict_line() {
-        for file in [
-            include_str!("../sql/queries/transfer_post.sql"),
-            include_str!("../sql/queries/batch_record.sql"),
-        ] {
-            let unkeyed = without_keyed_only(file);
-            assert!(file.contains("DO NOTHING"));
-            assert!(!unkeyed.contains("DO NOTHING"));
-            assert_eq!(file.lines().count(), unkeyed.lines().count() + 1);
-        }
+        let file = include_str!("../sql/queries/batch_record.sql");
+        let unkeyed = without_keyed_only(file);
+        assert!(file.contains("DO NOTHING"));
+        assert!(!unkeyed.contains("DO NOTHING"));
+        assert_eq!(file.lines().count(), unkeyed.lines().count() + 1);
     }
 }

@@ -1,0 +1,109 @@
+-- wallet.transfer (and deposit, withdraw) write the account rows and the event with the table
+-- access methods directly, not through SQL statements (src/heap.rs). What a statement would
+-- have guaranteed must still hold: visibility within a statement and a transaction, savepoints,
+-- index entries when an update is not HOT, TOAST, read-only transactions, REPEATABLE READ
+-- conflicts, and no silent bypass of a trigger someone added.
+\set VERBOSITY terse
+SELECT wallet.create_currency('THB') AS thb_system \gset
+SELECT wallet.open_account('THB', 'hana') AS hana \gset
+SELECT wallet.open_account('THB', 'ivo') AS ivo \gset
+SELECT wallet.deposit(:hana, 1000) > 0 AS posted;
+
+-- Several transfers in one statement: each sees the one before it.
+SELECT count(wallet.transfer(:hana, :ivo, 10)) AS posted FROM generate_series(1, 5);
+SELECT wallet.transfer(:hana, :ivo, 100) < wallet.transfer(:ivo, :hana, 30) AS in_order;
+SELECT wallet.balance(:hana) AS hana, wallet.balance(:ivo) AS ivo;
+SELECT amount, balance FROM wallet.statement(:ivo) ORDER BY seq;
+
+-- Funds are judged on the state the earlier calls of the same statement left.
+SELECT wallet.transfer(:hana, :ivo, 500), wallet.transfer(:hana, :ivo, 500);
+\echo :LAST_ERROR_SQLSTATE
+SELECT wallet.balance(:hana) AS hana_unchanged;
+
+-- A savepoint rolled back takes its transfers with it.
+BEGIN;
+SELECT wallet.transfer(:hana, :ivo, 1) > 0 AS posted;
+SAVEPOINT s;
+SELECT wallet.transfer(:hana, :ivo, 200) > 0 AS posted;
+ROLLBACK TO SAVEPOINT s;
+SELECT wallet.transfer(:hana, :ivo, 2) > 0 AS posted;
+COMMIT;
+SELECT wallet.balance(:hana) AS hana, wallet.balance(:ivo) AS ivo;
+SELECT count(*) AS events_for_ivo FROM wallet.statement(:ivo);
+
+-- Hundreds of updates of two rows in one transaction fill their page (no old version can be
+-- pruned while it is open), so later updates are not HOT and need new index entries: the rows
+-- must still be found through every index afterwards.
+BEGIN;
+SELECT count(wallet.transfer(CASE WHEN i % 2 = 0 THEN :hana ELSE :ivo END,
+                             CASE WHEN i % 2 = 0 THEN :ivo ELSE :hana END, 1))
+  FROM generate_series(1, 600) AS i;
+SELECT n_tup_upd - n_tup_hot_upd > 0 AS some_updates_were_not_hot
+  FROM pg_stat_xact_user_tables WHERE relid = 'wallet.accounts'::regclass;
+COMMIT;
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+SELECT balance FROM wallet.accounts WHERE id = :hana;
+SELECT count(*) AS found_by_owner FROM wallet.accounts WHERE owner = 'ivo' AND id = :ivo;
+SELECT count(*) AS found_by_currency FROM wallet.accounts WHERE currency = 'THB';
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+SELECT wallet.balance(:hana) AS hana, wallet.balance(:ivo) AS ivo;
+
+-- Metadata near its 4 kB limit (hard to compress) goes through TOAST like any inserted value
+-- and comes back intact.
+SELECT string_agg(md5(i::text), '') AS memo FROM generate_series(1, 120) AS i \gset
+SELECT reltoastrelid::regclass AS toast FROM pg_class WHERE oid = 'wallet.events'::regclass \gset
+SELECT count(*) AS toast_rows FROM :toast \gset
+SELECT wallet.transfer(:hana, :ivo, 1, metadata => jsonb_build_object('memo', :'memo')) AS big_id \gset
+SELECT count(*) > :toast_rows AS stored_out_of_line FROM :toast;
+SELECT metadata ->> 'memo' = :'memo' AS intact FROM wallet.get_transfer(:big_id);
+
+-- A read-only transaction is refused before anything is touched (Postgres's own 25006).
+BEGIN READ ONLY;
+SELECT wallet.transfer(:hana, :ivo, 1);
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT wallet.deposit(:hana, 1);
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+
+-- REPEATABLE READ: an account changed by a transaction committed after this one's snapshot is a
+-- serialization failure (40001), as an UPDATE would report; nothing is written.
+SELECT 'host=' || split_part(current_setting('unix_socket_directories'), ',', 1)
+       || ' port=' || current_setting('port') || ' user=' || current_user
+       || ' dbname=' || current_database() AS here \gset
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT wallet.balance(:hana) AS hana_in_snapshot;
+SELECT * FROM dblink(:'here', format('SELECT wallet.transfer(%s, %s, 5) > 0', :hana, :ivo)) AS t (posted boolean);
+SELECT wallet.transfer(:hana, :ivo, 1);
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+-- READ COMMITTED: the same transfer waits for nothing and sees the newest balance.
+BEGIN;
+SELECT wallet.balance(:hana) AS hana_before;
+SELECT * FROM dblink(:'here', format('SELECT wallet.transfer(%s, %s, 5) > 0', :hana, :ivo)) AS t (posted boolean);
+SELECT wallet.transfer(:hana, :ivo, 1) > 0 AS posted;
+SELECT wallet.balance(:hana) AS hana_after;
+COMMIT;
+
+-- A trigger added to a wallet table would be skipped by direct writes: transfers refuse to run
+-- until it is removed (55000), other calls go on.
+CREATE FUNCTION public.noisy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER noisy BEFORE INSERT ON wallet.events FOR EACH ROW EXECUTE FUNCTION public.noisy();
+SELECT wallet.transfer(:hana, :ivo, 1);
+\echo :LAST_ERROR_SQLSTATE
+DROP TRIGGER noisy ON wallet.events;
+CREATE TRIGGER noisy AFTER UPDATE ON wallet.accounts FOR EACH ROW EXECUTE FUNCTION public.noisy();
+SELECT wallet.withdraw(:hana, 1);
+\echo :LAST_ERROR_SQLSTATE
+DROP TRIGGER noisy ON wallet.accounts;
+DROP FUNCTION public.noisy();
+SELECT wallet.transfer(:hana, :ivo, 1) > 0 AS posted_again;
+
+SELECT wallet.balance(:hana) + wallet.balance(:ivo) AS thb_customers,
+       wallet.balance(:thb_system) AS thb_system;
+SELECT count(*) AS thb_events, sum(amount) AS thb_moved FROM wallet.events WHERE currency = 'THB';
+SELECT count(*) AS verify_differences FROM wallet.verify();
+SELECT currency, total_balance, forbidden_negative_accounts FROM wallet.trial_balance() WHERE currency = 'THB';

@@ -1,0 +1,484 @@
+//! Direct table access for the single transfer, the hot path of the wallet.
+//!
+//! A transfer through SPI pays for an executor start-up and tear-down per statement (range
+//! table, plan tree, result relation, its indexes, projections) to do what is, underneath, two
+//! primary-key look-ups, two row locks, two in-place updates and one insert. Here those are done
+//! with the table and index access methods themselves, the way Postgres's own logical
+//! replication applies a change (execReplication.c), with the same guarantees as the
+//! statements they replace:
+//!
+//! * visibility: a command counter increment and the transaction snapshot (a fresh one under
+//!   READ COMMITTED, the transaction's own above it) pushed as the active snapshot, exactly as
+//!   SPI does before a statement, so a transfer sees everything its transaction did before;
+//! * row locking: each account row is found through `accounts_pkey` and locked `FOR NO KEY
+//!   UPDATE` in ascending id order. Under READ COMMITTED a row updated concurrently is followed
+//!   to its newest version and locked there (what UPDATE's EvalPlanQual does); the guards are
+//!   evaluated on that locked version, in Rust, by `domain::check_transfer_against`. Under
+//!   REPEATABLE READ and SERIALIZABLE a concurrent update is a serialization failure (40001);
+//!   the index scan takes SERIALIZABLE's predicate locks and the heap update checks for
+//!   conflicts, as in the executor;
+//! * writes: `heap_update` (HOT whenever the page has room, as no index covers a balance; when it
+//!   is not HOT the new version gets its index entries like any update) and `heap_insert` of
+//!   the event followed by `ExecInsertIndexTuples` for every index of `wallet.events` (unique
+//!   checks, partial indexes), WAL-logged, TOASTed and decoded by logical replication like
+//!   any insert;
+//! * refusals: read-only transactions, parallel mode and hot standbys are refused with
+//!   Postgres's own 25006 before anything is touched.
+//!
+//! What is skipped: per-statement permission checks (the wallet functions are SECURITY DEFINER
+//! and run as the tables' owner) and triggers (`wallet.accounts` has none; `wallet.events` has
+//! only UPDATE/DELETE/TRUNCATE guards). `Tables::open` refuses to work on a table that grew an
+//! INSERT or UPDATE trigger, rule or row-level security, so the shortcut cannot silently skip
+//! something added later.
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, CStr};
+use std::mem::MaybeUninit;
+
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::{pg_guard, FromDatum, IntoDatum};
+
+use crate::domain::{AccountState, AccountStatus};
+
+/// Positions (0-based) of the columns the transfer path reads or writes.
+#[derive(Clone, Copy)]
+struct AccountColumns {
+    id: usize,
+    currency: usize,
+    status: usize,
+    allow_overdraft: usize,
+    is_system: usize,
+    balance: usize,
+    pending_debit: usize,
+    pending_credit: usize,
+}
+
+#[derive(Clone, Copy)]
+struct EventColumns {
+    seq: usize,
+    event_type: usize,
+    occurred_at: usize,
+    tx_id: usize,
+    debit_account_id: usize,
+    credit_account_id: usize,
+    amount: usize,
+    currency: usize,
+    debit_balance: usize,
+    credit_balance: usize,
+    data: usize,
+}
+
+/// What is looked up once per backend (and again after a relcache invalidation of one of the
+/// tables, e.g. after DROP and CREATE EXTENSION in the same session).
+#[derive(Clone, Copy)]
+struct Catalog {
+    accounts: Oid,
+    accounts_pkey: Oid,
+    events: Oid,
+    events_seq: Oid,
+    account_columns: AccountColumns,
+    event_columns: EventColumns,
+}
+
+thread_local! {
+    static CATALOG: Cell<Option<Catalog>> = const { Cell::new(None) };
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_catalog(_arg: Datum, relid: Oid) {
+    CATALOG.with(|cell| {
+        if let Some(c) = cell.get() {
+            if relid == pg_sys::InvalidOid
+                || relid == c.accounts
+                || relid == c.accounts_pkey
+                || relid == c.events
+            {
+                cell.set(None);
+            }
+        }
+    });
+}
+
+fn relation_oid(namespace: Oid, name: &CStr) -> Oid {
+    // SAFETY: a syscache look-up by name.
+    let oid = unsafe { pg_sys::get_relname_relid(name.as_ptr(), namespace) };
+    assert!(oid != pg_sys::InvalidOid, "wallet relation {name:?} is missing");
+    oid
+}
+
+/// 0-based position of a live column, by name.
+unsafe fn column(rel: pg_sys::Relation, name: &CStr) -> usize {
+    let desc = (*rel).rd_att;
+    let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+    attrs
+        .iter()
+        .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name)
+        .unwrap_or_else(|| panic!("column {name:?} is missing"))
+}
+
+/// Refuses a table on which a direct write would skip something Postgres would have done
+/// (`updated`: the path updates its rows, not only inserts).
+unsafe fn check_plain_table(rel: pg_sys::Relation, updated: bool) {
+    let triggers = (*rel).trigdesc;
+    let has_write_triggers = !triggers.is_null()
+        && ((updated && (*triggers).trig_update_before_row)
+            || (*triggers).trig_insert_before_row
+            || (*triggers).trig_insert_after_row
+            || (*triggers).trig_insert_instead_row
+            || (*triggers).trig_update_after_row
+            || (*triggers).trig_update_instead_row
+            || (*triggers).trig_insert_new_table
+            || (*triggers).trig_update_new_table);
+    let rules = !(*rel).rd_rules.is_null();
+    let rls = (*(*rel).rd_rel).relrowsecurity;
+    let heap = (*rel).rd_tableam == pg_sys::GetHeapamTableAmRoutine();
+    if !heap || has_write_triggers || rules || rls {
+        pgrx::ereport!(
+            pgrx::PgLogLevel::ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "wallet.{} is no longer a plain heap table: triggers, rules, row-level security or another access method were added",
+                CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy()
+            ),
+            "The wallet writes its tables directly; remove what was added."
+        );
+    }
+}
+
+/// A row could not be locked in the state this transaction's snapshot saw: a serialization
+/// failure for the caller to report (40001).
+pub struct Conflict;
+
+/// The open tables of one transfer. Created by `Tables::open`; dropping it closes them and pops
+/// the snapshot (on an ERROR the abort does both).
+pub struct Tables {
+    catalog: Catalog,
+    accounts: pg_sys::Relation,
+    accounts_pkey: pg_sys::Relation,
+}
+
+/// One account row, locked by this transaction, with the state the domain rules need.
+pub struct LockedAccount {
+    slot: *mut pg_sys::TupleTableSlot,
+    pub state: AccountState,
+}
+
+impl Drop for LockedAccount {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: the slot was made by table_slot_create and is dropped once; this releases
+            // its buffer pin.
+            unsafe { pg_sys::ExecDropSingleTupleTableSlot(self.slot) };
+        }
+    }
+}
+
+impl Tables {
+    /// Opens `wallet.accounts` for a transfer. `command` names it in Postgres's own refusals.
+    pub fn open(command: &CStr) -> Tables {
+        // SAFETY: plain backend calls; every one may raise an ERROR, which pgrx turns into a
+        // panic that aborts the call as a whole.
+        unsafe {
+            pg_sys::PreventCommandIfReadOnly(command.as_ptr());
+            pg_sys::PreventCommandIfParallelMode(command.as_ptr());
+            pg_sys::PreventCommandDuringRecovery(command.as_ptr());
+            // What SPI does before each statement of a volatile function.
+            pg_sys::CommandCounterIncrement();
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            pg_sys::UpdateActiveSnapshotCommandId();
+
+            if !CALLBACK_REGISTERED.with(Cell::get) {
+                pg_sys::CacheRegisterRelcacheCallback(Some(forget_catalog), Datum::from(0usize));
+                CALLBACK_REGISTERED.with(|c| c.set(true));
+            }
+            let cached = CATALOG.with(Cell::get);
+            let (oids, known) = match cached {
+                Some(c) => ((c.accounts, c.accounts_pkey, c.events, c.events_seq), cached),
+                None => {
+                    let ns = pg_sys::get_namespace_oid(c"wallet".as_ptr(), false);
+                    (
+                        (
+                            relation_oid(ns, c"accounts"),
+                            relation_oid(ns, c"accounts_pkey"),
+                            relation_oid(ns, c"events"),
+                            relation_oid(ns, c"events_seq_seq"),
+                        ),
+                        None,
+                    )
+                }
+            };
+            let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+            let accounts = pg_sys::table_open(oids.0, lock);
+            let accounts_pkey = pg_sys::index_open(oids.1, lock);
+            let catalog = match known {
+                Some(c) => c,
+                None => {
+                    check_plain_table(accounts, true);
+                    let events = pg_sys::table_open(oids.2, lock);
+                    check_plain_table(events, false);
+                    let a = |name| column(accounts, name);
+                    let e = |name| column(events, name);
+                    let catalog = Catalog {
+                        accounts: oids.0,
+                        accounts_pkey: oids.1,
+                        events: oids.2,
+                        events_seq: oids.3,
+                        account_columns: AccountColumns {
+                            id: a(c"id"),
+                            currency: a(c"currency"),
+                            status: a(c"status"),
+                            allow_overdraft: a(c"allow_overdraft"),
+                            is_system: a(c"is_system"),
+                            balance: a(c"balance"),
+                            pending_debit: a(c"pending_debit"),
+                            pending_credit: a(c"pending_credit"),
+                        },
+                        event_columns: EventColumns {
+                            seq: e(c"seq"),
+                            event_type: e(c"event_type"),
+                            occurred_at: e(c"occurred_at"),
+                            tx_id: e(c"tx_id"),
+                            debit_account_id: e(c"debit_account_id"),
+                            credit_account_id: e(c"credit_account_id"),
+                            amount: e(c"amount"),
+                            currency: e(c"currency"),
+                            debit_balance: e(c"debit_balance"),
+                            credit_balance: e(c"credit_balance"),
+                            data: e(c"data"),
+                        },
+                    };
+                    pg_sys::table_close(events, pg_sys::NoLock as pg_sys::LOCKMODE);
+                    CATALOG.with(|cell| cell.set(Some(catalog)));
+                    catalog
+                }
+            };
+            Tables {
+                catalog,
+                accounts,
+                accounts_pkey,
+            }
+        }
+    }
+
+    /// Finds account `id` through the primary key and locks its row (FOR NO KEY UPDATE).
+    /// `None` if there is no such account.
+    pub fn lock_account(&self, id: i64) -> Result<Option<LockedAccount>, Conflict> {
+        // SAFETY: relations are open and locked; the slot belongs to wallet.accounts.
+        unsafe {
+            let snapshot = pg_sys::GetActiveSnapshot();
+            let slot = pg_sys::table_slot_create(self.accounts, std::ptr::null_mut());
+            let mut key = MaybeUninit::<pg_sys::ScanKeyData>::zeroed();
+            pg_sys::ScanKeyInit(
+                key.as_mut_ptr(),
+                1,
+                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                pg_sys::Oid::from(pg_sys::F_INT8EQ),
+                Datum::from(id),
+            );
+            let scan = pg_sys::index_beginscan(self.accounts, self.accounts_pkey, snapshot, 1, 0);
+            pg_sys::index_rescan(scan, key.as_mut_ptr(), 1, std::ptr::null_mut(), 0);
+            let found =
+                pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot);
+            let mut tid = (*slot).tts_tid;
+            pg_sys::index_endscan(scan);
+            pg_sys::ExecClearTuple(slot);
+            if !found {
+                pg_sys::ExecDropSingleTupleTableSlot(slot);
+                return Ok(None);
+            }
+            let transaction_snapshot =
+                pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int;
+            let flags = if transaction_snapshot {
+                0
+            } else {
+                pg_sys::TUPLE_LOCK_FLAG_FIND_LAST_VERSION as u8
+            };
+            let mut failure = MaybeUninit::<pg_sys::TM_FailureData>::zeroed();
+            let result = pg_sys::table_tuple_lock(
+                self.accounts,
+                &mut tid,
+                snapshot,
+                slot,
+                pg_sys::GetCurrentCommandId(false),
+                pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
+                pg_sys::LockWaitPolicy::LockWaitBlock,
+                flags,
+                failure.as_mut_ptr(),
+            );
+            let account = LockedAccount {
+                slot,
+                state: AccountState {
+                    id,
+                    currency: String::new(),
+                    status: AccountStatus::Active,
+                    allow_overdraft: false,
+                    is_system: false,
+                    balance: 0,
+                    pending_debit: 0,
+                    pending_credit: 0,
+                },
+            };
+            match result {
+                pg_sys::TM_Result::TM_Ok => {}
+                // Deleted since the look-up (accounts are never deleted by the wallet).
+                pg_sys::TM_Result::TM_Deleted if !transaction_snapshot => return Ok(None),
+                // Changed by a transaction this snapshot cannot see (REPEATABLE READ and up),
+                // or by a later command of this one: the transaction must start over.
+                _ => return Err(Conflict),
+            }
+            pg_sys::slot_getallattrs(slot);
+            let c = &self.catalog.account_columns;
+            let value = |i: usize| *(*slot).tts_values.add(i);
+            let text = |i: usize| String::from_datum(value(i), false).expect("NOT NULL column");
+            let int = |i: usize| value(i).value() as i64;
+            let status = text(c.status);
+            let mut account = account;
+            account.state = AccountState {
+                id: int(c.id),
+                currency: text(c.currency),
+                status: AccountStatus::parse(&status).expect("only the wallet writes status"),
+                allow_overdraft: value(c.allow_overdraft).value() != 0,
+                is_system: value(c.is_system).value() != 0,
+                balance: int(c.balance),
+                pending_debit: int(c.pending_debit),
+                pending_credit: int(c.pending_credit),
+            };
+            Ok(Some(account))
+        }
+    }
+
+    /// The account's currency as stored, a text datum (valid while `account` lives: it points
+    /// into the pinned row).
+    pub fn currency(&self, account: &LockedAccount) -> Datum {
+        // SAFETY: the slot holds every attribute (slot_getallattrs in lock_account).
+        unsafe { *(*account.slot).tts_values.add(self.catalog.account_columns.currency) }
+    }
+
+    /// Sets the posted balance of a locked account.
+    pub fn set_balance(&self, account: &LockedAccount, balance: i64) {
+        // SAFETY: the slot holds the row version this transaction locked.
+        unsafe {
+            let old = pg_sys::ExecFetchSlotHeapTuple(account.slot, false, std::ptr::null_mut());
+            let mut column = (self.catalog.account_columns.balance + 1) as c_int;
+            let mut value = Datum::from(balance);
+            let mut null = false;
+            let new = pg_sys::heap_modify_tuple_by_cols(
+                old,
+                (*self.accounts).rd_att,
+                1,
+                &mut column,
+                &mut value,
+                &mut null,
+            );
+            pg_sys::simple_heap_update(self.accounts, &mut (*account.slot).tts_tid, new);
+            if (*(*new).t_data).t_infomask2 as u32 & pg_sys::HEAP_ONLY_TUPLE == 0 {
+                insert_index_entries(self.accounts, new, true);
+            }
+            pg_sys::heap_freetuple(new);
+        }
+    }
+
+    /// Appends the `transfer` event of a posted transfer without an idempotency key; returns
+    /// its seq (the transfer id).
+    pub fn insert_transfer_event(
+        &self,
+        debit: &LockedAccount,
+        credit_account_id: i64,
+        amount: i64,
+        debit_balance: i64,
+        credit_balance: i64,
+        metadata: Option<Datum>,
+    ) -> i64 {
+        let c = &self.catalog.event_columns;
+        // SAFETY: the events table is opened and closed here; values and nulls cover every
+        // column of its descriptor.
+        unsafe {
+            let events = pg_sys::table_open(
+                self.catalog.events,
+                pg_sys::RowExclusiveLock as pg_sys::LOCKMODE,
+            );
+            let desc = (*events).rd_att;
+            let natts = (*desc).natts as usize;
+            let mut values = vec![Datum::from(0usize); natts];
+            let mut nulls = vec![true; natts];
+            let seq: i64 = pgrx::direct_function_call(
+                pg_sys::nextval_oid,
+                &[self.catalog.events_seq.into_datum()],
+            )
+            .expect("nextval is never NULL");
+            let mut set = |i: usize, v: Datum| {
+                values[i] = v;
+                nulls[i] = false;
+            };
+            set(c.seq, Datum::from(seq));
+            set(
+                c.event_type,
+                Datum::from(pg_sys::cstring_to_text(c"transfer".as_ptr() as *const c_char)),
+            );
+            set(c.occurred_at, Datum::from(pg_sys::GetCurrentTimestamp()));
+            set(c.tx_id, Datum::from(pg_sys::GetTopFullTransactionId().value));
+            set(c.debit_account_id, Datum::from(debit.state.id));
+            set(c.credit_account_id, Datum::from(credit_account_id));
+            set(c.amount, Datum::from(amount));
+            set(c.currency, self.currency(debit));
+            set(c.debit_balance, Datum::from(debit_balance));
+            set(c.credit_balance, Datum::from(credit_balance));
+            if let Some(m) = metadata {
+                set(c.data, m);
+            }
+            let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            pg_sys::heap_insert(
+                events,
+                tuple,
+                pg_sys::GetCurrentCommandId(true),
+                0,
+                std::ptr::null_mut(),
+            );
+            insert_index_entries(events, tuple, false);
+            pg_sys::heap_freetuple(tuple);
+            pg_sys::table_close(events, pg_sys::NoLock as pg_sys::LOCKMODE);
+            seq
+        }
+    }
+}
+
+impl Drop for Tables {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: opened in `open`; the locks stay until the transaction ends.
+            unsafe {
+                pg_sys::index_close(self.accounts_pkey, pg_sys::NoLock as pg_sys::LOCKMODE);
+                pg_sys::table_close(self.accounts, pg_sys::NoLock as pg_sys::LOCKMODE);
+                pg_sys::PopActiveSnapshot();
+            }
+        }
+    }
+}
+
+/// Inserts the index entries of a new heap tuple (an insert, or an update that was not HOT)
+/// into every index of `rel`, as the executor does: unique checks, partial-index predicates and
+/// expressions included.
+unsafe fn insert_index_entries(rel: pg_sys::Relation, tuple: pg_sys::HeapTuple, update: bool) {
+    let estate = pg_sys::CreateExecutorState();
+    let info = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
+        as *mut pg_sys::ResultRelInfo;
+    pg_sys::InitResultRelInfo(info, rel, 0, std::ptr::null_mut(), 0);
+    pg_sys::ExecOpenIndices(info, false);
+    if (*info).ri_NumIndices > 0 {
+        let slot = pg_sys::MakeSingleTupleTableSlot((*rel).rd_att, &pg_sys::TTSOpsHeapTuple);
+        pg_sys::ExecStoreHeapTuple(tuple, slot, false);
+        pg_sys::ExecInsertIndexTuples(
+            info,
+            slot,
+            estate,
+            update,
+            false,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+    }
+    pg_sys::ExecCloseIndices(info);
+    pg_sys::FreeExecutorState(estate);
+}
