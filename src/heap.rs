@@ -103,7 +103,10 @@ unsafe extern "C-unwind" fn forget_catalog(_arg: Datum, relid: Oid) {
 fn relation_oid(namespace: Oid, name: &CStr) -> Oid {
     // SAFETY: a syscache look-up by name.
     let oid = unsafe { pg_sys::get_relname_relid(name.as_ptr(), namespace) };
-    assert!(oid != pg_sys::InvalidOid, "wallet relation {name:?} is missing");
+    assert!(
+        oid != pg_sys::InvalidOid,
+        "wallet relation {name:?} is missing"
+    );
     oid
 }
 
@@ -194,7 +197,10 @@ impl Tables {
             }
             let cached = CATALOG.with(Cell::get);
             let (oids, known) = match cached {
-                Some(c) => ((c.accounts, c.accounts_pkey, c.events, c.events_seq), cached),
+                Some(c) => (
+                    (c.accounts, c.accounts_pkey, c.events, c.events_seq),
+                    cached,
+                ),
                 None => {
                     let ns = pg_sys::get_namespace_oid(c"wallet".as_ptr(), false);
                     (
@@ -352,7 +358,11 @@ impl Tables {
     /// into the pinned row).
     pub fn currency(&self, account: &LockedAccount) -> Datum {
         // SAFETY: the slot holds every attribute (slot_getallattrs in lock_account).
-        unsafe { *(*account.slot).tts_values.add(self.catalog.account_columns.currency) }
+        unsafe {
+            *(*account.slot)
+                .tts_values
+                .add(self.catalog.account_columns.currency)
+        }
     }
 
     /// Sets the posted balance of a locked account.
@@ -414,10 +424,15 @@ impl Tables {
             set(c.seq, Datum::from(seq));
             set(
                 c.event_type,
-                Datum::from(pg_sys::cstring_to_text(c"transfer".as_ptr() as *const c_char)),
+                Datum::from(pg_sys::cstring_to_text(
+                    c"transfer".as_ptr() as *const c_char
+                )),
             );
             set(c.occurred_at, Datum::from(pg_sys::GetCurrentTimestamp()));
-            set(c.tx_id, Datum::from(pg_sys::GetTopFullTransactionId().value));
+            set(
+                c.tx_id,
+                Datum::from(pg_sys::GetTopFullTransactionId().value),
+            );
             set(c.debit_account_id, Datum::from(debit.state.id));
             set(c.credit_account_id, Datum::from(credit_account_id));
             set(c.amount, Datum::from(amount));
@@ -461,8 +476,8 @@ impl Drop for Tables {
 /// expressions included.
 unsafe fn insert_index_entries(rel: pg_sys::Relation, tuple: pg_sys::HeapTuple, update: bool) {
     let estate = pg_sys::CreateExecutorState();
-    let info = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
-        as *mut pg_sys::ResultRelInfo;
+    let info =
+        pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
     pg_sys::InitResultRelInfo(info, rel, 0, std::ptr::null_mut(), 0);
     pg_sys::ExecOpenIndices(info, false);
     if (*info).ri_NumIndices > 0 {

@@ -316,7 +316,8 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
         debit.expect("checked: exists"),
         credit.expect("checked: exists"),
     );
-    let (debit_balance, credit_balance) = domain::balances_after(&debit.state, &credit.state, r.amount);
+    let (debit_balance, credit_balance) =
+        domain::balances_after(&debit.state, &credit.state, r.amount);
     tables.set_balance(&debit, debit_balance);
     tables.set_balance(&credit, credit_balance);
     let Some((_, key_datum)) = call.idempotency_key else {
