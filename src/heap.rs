@@ -100,6 +100,56 @@ unsafe extern "C-unwind" fn forget_catalog(_arg: Datum, relid: Oid) {
     });
 }
 
+impl Catalog {
+    /// Looks the tables up, checks that direct writes skip nothing on them, finds the columns,
+    /// and caches the result for this backend.
+    unsafe fn resolve() -> Catalog {
+        let ns = pg_sys::get_namespace_oid(c"wallet".as_ptr(), false);
+        let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        let accounts_oid = relation_oid(ns, c"accounts");
+        let events_oid = relation_oid(ns, c"events");
+        let accounts = pg_sys::table_open(accounts_oid, lock);
+        let events = pg_sys::table_open(events_oid, lock);
+        check_plain_table(accounts, true);
+        check_plain_table(events, false);
+        let a = |name| column(accounts, name);
+        let e = |name| column(events, name);
+        let catalog = Catalog {
+            accounts: accounts_oid,
+            accounts_pkey: relation_oid(ns, c"accounts_pkey"),
+            events: events_oid,
+            events_seq: relation_oid(ns, c"events_seq_seq"),
+            account_columns: AccountColumns {
+                id: a(c"id"),
+                currency: a(c"currency"),
+                status: a(c"status"),
+                allow_overdraft: a(c"allow_overdraft"),
+                is_system: a(c"is_system"),
+                balance: a(c"balance"),
+                pending_debit: a(c"pending_debit"),
+                pending_credit: a(c"pending_credit"),
+            },
+            event_columns: EventColumns {
+                seq: e(c"seq"),
+                event_type: e(c"event_type"),
+                occurred_at: e(c"occurred_at"),
+                tx_id: e(c"tx_id"),
+                debit_account_id: e(c"debit_account_id"),
+                credit_account_id: e(c"credit_account_id"),
+                amount: e(c"amount"),
+                currency: e(c"currency"),
+                debit_balance: e(c"debit_balance"),
+                credit_balance: e(c"credit_balance"),
+                data: e(c"data"),
+            },
+        };
+        pg_sys::table_close(events, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(accounts, pg_sys::NoLock as pg_sys::LOCKMODE);
+        CATALOG.with(|cell| cell.set(Some(catalog)));
+        catalog
+    }
+}
+
 fn relation_oid(namespace: Oid, name: &CStr) -> Oid {
     // SAFETY: a syscache look-up by name.
     let oid = unsafe { pg_sys::get_relname_relid(name.as_ptr(), namespace) };
@@ -161,20 +211,22 @@ pub struct Tables {
     accounts_pkey: pg_sys::Relation,
 }
 
-/// One account row, locked by this transaction, with the state the domain rules need.
-pub struct LockedAccount {
-    slot: *mut pg_sys::TupleTableSlot,
-    pub state: AccountState,
-}
+/// A tuple slot of `wallet.accounts`, dropped (and its buffer pin released) with this value.
+struct Slot(*mut pg_sys::TupleTableSlot);
 
-impl Drop for LockedAccount {
+impl Drop for Slot {
     fn drop(&mut self) {
         if !std::thread::panicking() {
-            // SAFETY: the slot was made by table_slot_create and is dropped once; this releases
-            // its buffer pin.
-            unsafe { pg_sys::ExecDropSingleTupleTableSlot(self.slot) };
+            // SAFETY: the slot was made by table_slot_create and is dropped once.
+            unsafe { pg_sys::ExecDropSingleTupleTableSlot(self.0) };
         }
     }
+}
+
+/// One account row, locked by this transaction, with the state the domain rules need.
+pub struct LockedAccount {
+    slot: Slot,
+    pub state: AccountState,
 }
 
 impl Tables {
@@ -195,70 +247,13 @@ impl Tables {
                 pg_sys::CacheRegisterRelcacheCallback(Some(forget_catalog), Datum::from(0usize));
                 CALLBACK_REGISTERED.with(|c| c.set(true));
             }
-            let cached = CATALOG.with(Cell::get);
-            let (oids, known) = match cached {
-                Some(c) => (
-                    (c.accounts, c.accounts_pkey, c.events, c.events_seq),
-                    cached,
-                ),
-                None => {
-                    let ns = pg_sys::get_namespace_oid(c"wallet".as_ptr(), false);
-                    (
-                        (
-                            relation_oid(ns, c"accounts"),
-                            relation_oid(ns, c"accounts_pkey"),
-                            relation_oid(ns, c"events"),
-                            relation_oid(ns, c"events_seq_seq"),
-                        ),
-                        None,
-                    )
-                }
+            let catalog = match CATALOG.with(Cell::get) {
+                Some(catalog) => catalog,
+                None => Catalog::resolve(),
             };
             let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-            let accounts = pg_sys::table_open(oids.0, lock);
-            let accounts_pkey = pg_sys::index_open(oids.1, lock);
-            let catalog = match known {
-                Some(c) => c,
-                None => {
-                    check_plain_table(accounts, true);
-                    let events = pg_sys::table_open(oids.2, lock);
-                    check_plain_table(events, false);
-                    let a = |name| column(accounts, name);
-                    let e = |name| column(events, name);
-                    let catalog = Catalog {
-                        accounts: oids.0,
-                        accounts_pkey: oids.1,
-                        events: oids.2,
-                        events_seq: oids.3,
-                        account_columns: AccountColumns {
-                            id: a(c"id"),
-                            currency: a(c"currency"),
-                            status: a(c"status"),
-                            allow_overdraft: a(c"allow_overdraft"),
-                            is_system: a(c"is_system"),
-                            balance: a(c"balance"),
-                            pending_debit: a(c"pending_debit"),
-                            pending_credit: a(c"pending_credit"),
-                        },
-                        event_columns: EventColumns {
-                            seq: e(c"seq"),
-                            event_type: e(c"event_type"),
-                            occurred_at: e(c"occurred_at"),
-                            tx_id: e(c"tx_id"),
-                            debit_account_id: e(c"debit_account_id"),
-                            credit_account_id: e(c"credit_account_id"),
-                            amount: e(c"amount"),
-                            currency: e(c"currency"),
-                            debit_balance: e(c"debit_balance"),
-                            credit_balance: e(c"credit_balance"),
-                            data: e(c"data"),
-                        },
-                    };
-                    pg_sys::table_close(events, pg_sys::NoLock as pg_sys::LOCKMODE);
-                    CATALOG.with(|cell| cell.set(Some(catalog)));
-                    catalog
-                }
-            };
+            let accounts = pg_sys::table_open(catalog.accounts, lock);
+            let accounts_pkey = pg_sys::index_open(catalog.accounts_pkey, lock);
             Tables {
                 catalog,
                 accounts,
@@ -273,7 +268,11 @@ impl Tables {
         // SAFETY: relations are open and locked; the slot belongs to wallet.accounts.
         unsafe {
             let snapshot = pg_sys::GetActiveSnapshot();
-            let slot = pg_sys::table_slot_create(self.accounts, std::ptr::null_mut());
+            let guard = Slot(pg_sys::table_slot_create(
+                self.accounts,
+                std::ptr::null_mut(),
+            ));
+            let slot = guard.0;
             let mut key = MaybeUninit::<pg_sys::ScanKeyData>::zeroed();
             pg_sys::ScanKeyInit(
                 key.as_mut_ptr(),
@@ -290,7 +289,6 @@ impl Tables {
             pg_sys::index_endscan(scan);
             pg_sys::ExecClearTuple(slot);
             if !found {
-                pg_sys::ExecDropSingleTupleTableSlot(slot);
                 return Ok(None);
             }
             let transaction_snapshot =
@@ -312,19 +310,6 @@ impl Tables {
                 flags,
                 failure.as_mut_ptr(),
             );
-            let account = LockedAccount {
-                slot,
-                state: AccountState {
-                    id,
-                    currency: String::new(),
-                    status: AccountStatus::Active,
-                    allow_overdraft: false,
-                    is_system: false,
-                    balance: 0,
-                    pending_debit: 0,
-                    pending_credit: 0,
-                },
-            };
             match result {
                 pg_sys::TM_Result::TM_Ok => {}
                 // Deleted since the look-up (accounts are never deleted by the wallet).
@@ -339,8 +324,7 @@ impl Tables {
             let text = |i: usize| String::from_datum(value(i), false).expect("NOT NULL column");
             let int = |i: usize| value(i).value() as i64;
             let status = text(c.status);
-            let mut account = account;
-            account.state = AccountState {
+            let state = AccountState {
                 id: int(c.id),
                 currency: text(c.currency),
                 status: AccountStatus::parse(&status).expect("only the wallet writes status"),
@@ -350,7 +334,7 @@ impl Tables {
                 pending_debit: int(c.pending_debit),
                 pending_credit: int(c.pending_credit),
             };
-            Ok(Some(account))
+            Ok(Some(LockedAccount { slot: guard, state }))
         }
     }
 
@@ -359,7 +343,7 @@ impl Tables {
     pub fn currency(&self, account: &LockedAccount) -> Datum {
         // SAFETY: the slot holds every attribute (slot_getallattrs in lock_account).
         unsafe {
-            *(*account.slot)
+            *(*account.slot.0)
                 .tts_values
                 .add(self.catalog.account_columns.currency)
         }
@@ -369,7 +353,7 @@ impl Tables {
     pub fn set_balance(&self, account: &LockedAccount, balance: i64) {
         // SAFETY: the slot holds the row version this transaction locked.
         unsafe {
-            let old = pg_sys::ExecFetchSlotHeapTuple(account.slot, false, std::ptr::null_mut());
+            let old = pg_sys::ExecFetchSlotHeapTuple(account.slot.0, false, std::ptr::null_mut());
             let mut column = (self.catalog.account_columns.balance + 1) as c_int;
             let mut value = Datum::from(balance);
             let mut null = false;
@@ -381,7 +365,7 @@ impl Tables {
                 &mut value,
                 &mut null,
             );
-            pg_sys::simple_heap_update(self.accounts, &mut (*account.slot).tts_tid, new);
+            pg_sys::simple_heap_update(self.accounts, &mut (*account.slot.0).tts_tid, new);
             if (*(*new).t_data).t_infomask2 as u32 & pg_sys::HEAP_ONLY_TUPLE == 0 {
                 insert_index_entries(self.accounts, new, true);
             }
