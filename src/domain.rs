@@ -209,6 +209,18 @@ pub struct TransferRequest {
     pub amount: i64,
 }
 
+impl TransferRequest {
+    /// The retryable answer (40001) when a concurrent change keeps this transfer from being
+    /// judged or recorded.
+    pub fn concurrent_change(&self) -> WalletError {
+        WalletError::ConcurrentChange {
+            debit_account_id: self.debit_account_id,
+            credit_account_id: self.credit_account_id,
+            amount: self.amount,
+        }
+    }
+}
+
 /// Checks of a transfer that need no stored state, in precedence order:
 /// missing account ids, amount, idempotency key, same account.
 pub fn check_transfer_arguments(

@@ -288,11 +288,6 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
             return domain::replay_answer(key, r, &prior_transfer(&rows, 0, 1));
         }
     }
-    let conflict = || WalletError::ConcurrentChange {
-        debit_account_id: r.debit_account_id,
-        credit_account_id: r.credit_account_id,
-        amount: r.amount,
-    };
     let tables = heap::Tables::open(c"a wallet transfer");
     let debit_first = r.debit_account_id < r.credit_account_id;
     let (first_id, second_id) = if debit_first {
@@ -300,8 +295,12 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
     } else {
         (r.credit_account_id, r.debit_account_id)
     };
-    let first = tables.lock_account(first_id).map_err(|_| conflict())?;
-    let second = tables.lock_account(second_id).map_err(|_| conflict())?;
+    let first = tables
+        .lock_account(first_id)
+        .map_err(|_| r.concurrent_change())?;
+    let second = tables
+        .lock_account(second_id)
+        .map_err(|_| r.concurrent_change())?;
     let (debit, credit) = if debit_first {
         (first, second)
     } else {
@@ -346,7 +345,7 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
     // No row: a batch (which takes no advisory lock) committed the key after the look-up above;
     // only a retry can give the first answer.
     if rows.is_empty() {
-        return Err(conflict());
+        return Err(r.concurrent_change());
     }
     Ok(rows.get(0, 1).expect("seq"))
 }
@@ -517,12 +516,7 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
         );
         if rows.len() != postings.len() {
             // A key was committed by a concurrent transaction after this batch looked it up.
-            let first = &postings[0].request;
-            return Err(WalletError::ConcurrentChange {
-                debit_account_id: first.debit_account_id,
-                credit_account_id: first.credit_account_id,
-                amount: first.amount,
-            });
+            return Err(postings[0].request.concurrent_change());
         }
         for (posting, seq) in postings.iter().zip(seqs) {
             seq_of_input.insert(posting.index, seq);
