@@ -188,20 +188,24 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM wallet._require_account(account_id);
     PERFORM wallet._require_page(max_rows);
-    -- Three index paths (debit side, credit side, lifecycle), each cut at max_rows, merged.
+    -- Money events from the account's postings (cut at max_rows) and its chain (the events not
+    -- posted yet; see "History paths" in sql/schema.sql), lifecycle events from their index.
     RETURN QUERY
         SELECT s.* FROM (
-            (SELECT e.seq, e.occurred_at, e.event_type, e.credit_account_id, -e.amount,
-                    e.debit_balance, e.idempotency_key, e.data
-               FROM wallet.events AS e
-              WHERE e.debit_account_id = statement.account_id AND e.seq > coalesce(after_seq, 0)
-              ORDER BY e.seq LIMIT max_rows)
-            UNION ALL
-            (SELECT e.seq, e.occurred_at, e.event_type, e.debit_account_id, e.amount,
-                    e.credit_balance, e.idempotency_key, e.data
-               FROM wallet.events AS e
-              WHERE e.credit_account_id = statement.account_id AND e.seq > coalesce(after_seq, 0)
-              ORDER BY e.seq LIMIT max_rows)
+            SELECT m.seq, m.occurred_at, m.event_type,
+                   CASE WHEN m.debit_account_id = statement.account_id
+                        THEN m.credit_account_id ELSE m.debit_account_id END,
+                   CASE WHEN m.debit_account_id = statement.account_id
+                        THEN -m.amount ELSE m.amount END,
+                   CASE WHEN m.debit_account_id = statement.account_id
+                        THEN m.debit_balance ELSE m.credit_balance END,
+                   m.idempotency_key, m.data
+              FROM ((SELECT e.* FROM wallet.postings AS p JOIN wallet.events AS e ON e.seq = p.seq
+                      WHERE p.account_id = statement.account_id AND p.seq > coalesce(after_seq, 0)
+                      ORDER BY p.seq LIMIT max_rows)
+                    UNION ALL
+                    SELECT c.* FROM wallet._chain(statement.account_id, coalesce(after_seq, 0)) AS c
+                     WHERE c.seq > coalesce(after_seq, 0)) AS m
             UNION ALL
             (SELECT e.seq, e.occurred_at, e.event_type, NULL::bigint, NULL::bigint,
                     CASE WHEN e.event_type = 'account_opened' THEN 0::bigint

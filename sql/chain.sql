@@ -28,8 +28,61 @@ CREATE TABLE wallet.seal_state (
     last_position bigint NOT NULL DEFAULT 0,
     last_tx_id    xid8 NOT NULL DEFAULT '0',
     last_seq      bigint NOT NULL DEFAULT 0,
-    last_hash     bytea NOT NULL DEFAULT '\x'
+    last_hash     bytea NOT NULL DEFAULT '\x',
+    posted_seq    bigint NOT NULL DEFAULT 0,  -- wallet.postings holds the money events up to here
+    pending_seq   bigint,                     -- the next posted_seq, once the frontier passes
+    pending_xid   xid8                        -- pending_xid (see "Postings" below)
 );
+
+-- Postings: every account's money events up to seal_state.posted_seq, one row per account and
+-- event, written by wallet.seal() many at a time. Together with the accounts' chains (the events
+-- after posted_seq, see "History paths" in sql/schema.sql) they are the index of each account's
+-- history that statement(), balance_at() and balance_at_time() read; transfers never write it.
+--
+-- posted_seq only moves over event numbers that can no longer be used by a transaction still
+-- running. An event's number is drawn before its transaction commits, and by a transaction that
+-- already has its id (every money event is written after its accounts' rows were locked, which
+-- gives the transaction one; src/heap.rs draws it explicitly). So when a round reads the highest
+-- number drawn so far, N, and then the next transaction id to be handed out, X, every transaction
+-- that drew a number <= N has an id below X; once the snapshot xmin of a later round is >= X,
+-- all of them have ended, and the events numbered up to N are all visible or never will be.
+-- Writers never wait for this; the history lags by about two rounds of the sealer.
+CREATE TABLE wallet.postings (
+    account_id bigint NOT NULL,
+    seq        bigint NOT NULL,
+    PRIMARY KEY (account_id, seq)
+);
+COMMENT ON TABLE wallet.postings IS
+    'Each account''s money events up to seal_state.posted_seq (the rest: the accounts'' chains); written by wallet.seal().';
+SELECT pg_catalog.pg_extension_config_dump('wallet.postings', '');
+
+-- The next transaction id to be handed out (Postgres's counter, read under its lock).
+CREATE FUNCTION wallet._next_xid() RETURNS xid8
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'wallet_next_xid';
+
+-- An account's money events after posted_seq, newest first: its chain, walked from
+-- accounts.last_seq through debit_prev / credit_prev. The walk goes on below an event only while
+-- the event is after (above_seq, after_time), so it returns every such event not yet posted, plus
+-- the first one at or before them if it is not posted either.
+CREATE FUNCTION wallet._chain(account_id bigint, above_seq bigint,
+                              after_time timestamptz DEFAULT '-infinity')
+RETURNS SETOF wallet.events
+LANGUAGE sql STABLE AS $fn$
+    WITH RECURSIVE posted AS MATERIALIZED (
+        SELECT coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0) AS seq
+    ), walk AS (
+        SELECT e.* FROM wallet.events AS e
+         WHERE e.seq = (SELECT a.last_seq FROM wallet.accounts AS a WHERE a.id = $1)
+           AND e.seq > (SELECT p.seq FROM posted AS p)
+        UNION ALL
+        SELECT e.* FROM walk AS w
+          JOIN wallet.events AS e
+            ON e.seq = CASE WHEN w.debit_account_id = $1 THEN w.debit_prev ELSE w.credit_prev END
+         WHERE w.seq > $2 AND w.occurred_at > $3
+           AND e.seq > (SELECT p.seq FROM posted AS p)
+    )
+    SELECT * FROM walk
+$fn$;
 
 CREATE TRIGGER chain_no_update_delete BEFORE UPDATE OR DELETE ON wallet.chain
     FOR EACH ROW EXECUTE FUNCTION wallet.refuse_event_change();
@@ -76,6 +129,8 @@ DECLARE
     frontier xid8;
     e wallet.events;
     sealed bigint := 0;
+    posting boolean;
+    upto bigint;
 BEGIN
     PERFORM wallet._require_max_events(max_events);
     -- One sealer at a time; the frontier is taken after the lock, from a fresh snapshot.
@@ -97,17 +152,48 @@ BEGIN
         state.last_seq := e.seq;
         sealed := sealed + 1;
     END LOOP;
-    IF sealed > 0 THEN
+    -- Postings (see above): post up to the number read in an earlier round once every
+    -- transaction that could still use a number up to it has ended, at most max_events numbers.
+    posting := state.pending_xid IS NOT NULL AND frontier >= state.pending_xid;
+    IF posting THEN
+        upto := least(state.pending_seq, state.posted_seq + max_events);
+        INSERT INTO wallet.postings (account_id, seq)
+        SELECT v.account_id, ev.seq
+          FROM wallet.events AS ev
+         CROSS JOIN LATERAL (VALUES (ev.debit_account_id), (ev.credit_account_id)) AS v (account_id)
+         WHERE ev.seq > state.posted_seq AND ev.seq <= upto AND v.account_id IS NOT NULL
+         ORDER BY 1, 2;
+        state.posted_seq := upto;
+        IF upto = state.pending_seq THEN
+            state.pending_seq := NULL;
+            state.pending_xid := NULL;
+        END IF;
+    END IF;
+    IF state.pending_xid IS NULL THEN
+        -- First the highest number drawn, then the next transaction id: in this order.
+        SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END INTO upto
+          FROM wallet.events_seq_seq AS s;
+        IF upto > state.posted_seq THEN
+            state.pending_seq := upto;
+            state.pending_xid := wallet._next_xid();
+            posting := true;
+        END IF;
+    END IF;
+    IF sealed > 0 OR posting THEN
         UPDATE wallet.seal_state
            SET last_position = state.last_position, last_tx_id = state.last_tx_id,
-               last_seq = state.last_seq, last_hash = state.last_hash;
+               last_seq = state.last_seq, last_hash = state.last_hash,
+               posted_seq = state.posted_seq, pending_seq = state.pending_seq,
+               pending_xid = state.pending_xid;
+    END IF;
+    IF sealed > 0 THEN
         PERFORM pg_notify('wallet_events', state.last_position::text);
     END IF;
     RETURN sealed;
 END
 $fn$;
 COMMENT ON FUNCTION wallet.seal(integer) IS
-    'Seals events of finished transactions into the hash chain, in (tx_id, seq) order; returns the count; NOTIFY wallet_events with the last position.';
+    'Seals events of finished transactions into the hash chain, in (tx_id, seq) order, and posts account histories (wallet.postings); returns the count sealed; NOTIFY wallet_events with the last position.';
 
 -- The chain's head: record it outside the database (an auditor's note, another system) to make
 -- any later rewrite of history, of the events and the chain together, detectable.
@@ -186,6 +272,47 @@ END
 $fn$;
 COMMENT ON FUNCTION wallet.verify_chain(bigint, text) IS
     'Recomputes the hash chain (from the start, or from a head recorded earlier); returns its first broken link (no rows = intact).';
+
+-- Checks the account histories statements and point-in-time balances read against the log:
+-- wallet.postings holds exactly the money events up to posted_seq, every event after it links to
+-- its accounts' previous events, and each account's last_seq is its newest. One row per
+-- difference; no rows = consistent. Reads the whole log, like verify().
+CREATE FUNCTION wallet.verify_postings()
+RETURNS TABLE (account_id bigint, seq bigint, problem text)
+LANGUAGE sql STABLE AS $fn$
+    WITH posted AS MATERIALIZED (
+        SELECT coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0) AS seq
+    ), sides AS MATERIALIZED (
+        SELECT v.account_id, e.seq, v.prev,
+               lag(e.seq) OVER (PARTITION BY v.account_id ORDER BY e.seq) AS previous
+          FROM wallet.events AS e
+         CROSS JOIN LATERAL (VALUES (e.debit_account_id, e.debit_prev),
+                                    (e.credit_account_id, e.credit_prev)) AS v (account_id, prev)
+         WHERE v.account_id IS NOT NULL
+    )
+    SELECT coalesce(s.account_id, p.account_id), coalesce(s.seq, p.seq),
+           CASE WHEN p.seq IS NULL THEN 'event missing from wallet.postings'
+                ELSE 'wallet.postings has an event the account does not have' END
+      FROM (SELECT * FROM sides WHERE sides.seq <= (SELECT posted.seq FROM posted)) AS s
+      FULL JOIN wallet.postings AS p ON p.account_id = s.account_id AND p.seq = s.seq
+     WHERE s.seq IS NULL OR p.seq IS NULL
+    UNION ALL
+    SELECT s.account_id, s.seq,
+           'links to event ' || coalesce(s.prev::text, 'none') || ', not to the account''s previous '
+           || coalesce(s.previous::text, 'none')
+      FROM sides AS s
+     WHERE s.seq > (SELECT posted.seq FROM posted) AND s.prev IS DISTINCT FROM s.previous
+    UNION ALL
+    SELECT a.id, a.last_seq, 'last_seq is not the account''s newest money event '
+           || coalesce(n.seq::text, 'none')
+      FROM wallet.accounts AS a
+      LEFT JOIN (SELECT sides.account_id, max(sides.seq) AS seq FROM sides GROUP BY 1) AS n
+        ON n.account_id = a.id
+     WHERE a.last_seq IS DISTINCT FROM n.seq
+    ORDER BY 1, 2
+$fn$;
+COMMENT ON FUNCTION wallet.verify_postings() IS
+    'Checks each account''s history index (wallet.postings, the chains of later events, last_seq) against the log; no rows = consistent.';
 
 -- The cursor consumers follow: sealed events after a chain position, in sealed order. Nothing
 -- ever appears behind a position once it has been returned.

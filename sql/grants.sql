@@ -32,6 +32,8 @@ GRANT EXECUTE ON FUNCTION
     wallet._link_hash(bytea, text),
     wallet.chain_head(),
     wallet.verify_chain(bigint, text),
+    wallet.verify_postings(),
+    wallet._chain(bigint, bigint, timestamptz),
     wallet.events_after(bigint, integer),
     wallet.balance_at(bigint, bigint),
     wallet.balance_at_time(bigint, timestamptz),

@@ -1,6 +1,7 @@
 -- Point-in-time reading: an account's posted balance after any event sequence number or at any
 -- time, and its statement between two points. Every event records the balances after it, so each
--- answer is one or two backward index scans of the account's own events, never a log scan.
+-- answer is found among the account's own events (its postings and its chain, see "History
+-- paths" in sql/schema.sql), never by a log scan.
 
 -- The posted balance after all of the account's events with seq <= at_seq; NULL before the
 -- account was opened.
@@ -13,15 +14,15 @@ BEGIN
     IF at_seq IS NULL THEN
         RAISE EXCEPTION 'invalid argument at_seq: must not be NULL' USING ERRCODE = 'WA016';
     END IF;
-    SELECT s.balance INTO result FROM (
-        (SELECT e.seq, e.debit_balance AS balance FROM wallet.events AS e
-          WHERE e.debit_account_id = balance_at.account_id AND e.seq <= at_seq
-          ORDER BY e.seq DESC LIMIT 1)
-        UNION ALL
-        (SELECT e.seq, e.credit_balance FROM wallet.events AS e
-          WHERE e.credit_account_id = balance_at.account_id AND e.seq <= at_seq
-          ORDER BY e.seq DESC LIMIT 1)
-    ) AS s ORDER BY s.seq DESC LIMIT 1;
+    -- The chain walk stops at the first event at or before at_seq; else the postings have it.
+    SELECT CASE WHEN m.debit_account_id = balance_at.account_id
+                THEN m.debit_balance ELSE m.credit_balance END INTO result
+      FROM ((SELECT c.* FROM wallet._chain(balance_at.account_id, at_seq) AS c WHERE c.seq <= at_seq)
+            UNION ALL
+            (SELECT e.* FROM wallet.postings AS p JOIN wallet.events AS e ON e.seq = p.seq
+              WHERE p.account_id = balance_at.account_id AND p.seq <= at_seq
+              ORDER BY p.seq DESC LIMIT 1)) AS m
+     ORDER BY m.seq DESC LIMIT 1;
     IF result IS NULL AND EXISTS (
         SELECT 1 FROM wallet.events AS e
          WHERE e.account_id = balance_at.account_id AND e.event_type = 'account_opened'
@@ -45,15 +46,14 @@ BEGIN
         RAISE EXCEPTION 'invalid argument at_time: must not be NULL' USING ERRCODE = 'WA016';
     END IF;
     -- Per account, occurred_at grows with seq: the last event at or before at_time is found by
-    -- walking the account's index backwards from its newest event.
+    -- walking the account's history backwards from its newest event.
     SELECT max(s.seq) INTO last_seq FROM (
-        (SELECT e.seq FROM wallet.events AS e
-          WHERE e.debit_account_id = balance_at_time.account_id AND e.occurred_at <= at_time
-          ORDER BY e.seq DESC LIMIT 1)
+        (SELECT c.seq FROM wallet._chain(balance_at_time.account_id, 0, at_time) AS c
+          WHERE c.occurred_at <= at_time)
         UNION ALL
-        (SELECT e.seq FROM wallet.events AS e
-          WHERE e.credit_account_id = balance_at_time.account_id AND e.occurred_at <= at_time
-          ORDER BY e.seq DESC LIMIT 1)
+        (SELECT p.seq FROM wallet.postings AS p JOIN wallet.events AS e ON e.seq = p.seq
+          WHERE p.account_id = balance_at_time.account_id AND e.occurred_at <= at_time
+          ORDER BY p.seq DESC LIMIT 1)
         UNION ALL
         (SELECT e.seq FROM wallet.events AS e
           WHERE e.account_id = balance_at_time.account_id AND e.occurred_at <= at_time

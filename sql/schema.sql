@@ -41,7 +41,8 @@ CREATE TABLE wallet.accounts (
     balance         bigint NOT NULL DEFAULT 0,       -- posted, minor units
     pending_debit   bigint NOT NULL DEFAULT 0,       -- reserved outgoing (>= 0)
     pending_credit  bigint NOT NULL DEFAULT 0,       -- reserved incoming (>= 0)
-    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_seq        bigint  -- the account's newest money event (see "History paths" below)
 )
 -- Balances change on every transfer; free space on each page keeps those updates HOT
 -- (no index mentions a balance column, so an update never touches an index).
@@ -78,12 +79,21 @@ CREATE TABLE wallet.events (
     data              jsonb,    -- lifecycle details, or the caller's metadata for a transfer
     -- hold events: the change of the debit account's pending_debit and of the credit account's
     -- pending_credit (+reserved at try, -reserved when confirmed, cancelled or expired)
-    pending_delta     bigint
+    pending_delta     bigint,
+    -- the previous money event of the debit / credit account (NULL: none, or one already in
+    -- wallet.postings when this event was written)
+    debit_prev        bigint,
+    credit_prev       bigint
 );
--- Statement paths. Not partial: nearly every event is a transfer, and a partial index's predicate
--- is compiled again on every insert.
-CREATE INDEX events_debit_idx ON wallet.events (debit_account_id, seq);
-CREATE INDEX events_credit_idx ON wallet.events (credit_account_id, seq);
+-- History paths. An account's money events (it is the debit or the credit side) are found in
+-- two parts, without an index on the write path:
+--  * up to wallet.seal_state.posted_seq, in wallet.postings (sql/chain.sql), which wallet.seal()
+--    fills in the background, many events per statement;
+--  * after it, by following the account's chain: accounts.last_seq, then each event's
+--    debit_prev / credit_prev. Every writer of a money event sets them while it holds the
+--    account's row lock, so the chain is exactly the account's events in seq order.
+-- Two per-account indexes written by every transfer cost about a quarter of its CPU time
+-- (bench/RESULTS.md, section 2). Lifecycle events are rare and keep a partial index.
 CREATE INDEX events_account_idx ON wallet.events (account_id, seq) WHERE account_id IS NOT NULL;
 CREATE UNIQUE INDEX events_idempotency_key_idx ON wallet.events (idempotency_key)
     WHERE idempotency_key IS NOT NULL;

@@ -427,3 +427,12 @@ entry_point!(
         Ok(tcc::error_is_transient(sqlstate).into_datum())
     }
 );
+
+// ---- the sealer's postings frontier (sql/chain.sql, "Postings") ------------------------------
+
+entry_point!(wallet_next_xid, pg_finfo_wallet_next_xid, |_fcinfo| {
+    // Postgres's shared counter of transaction ids, read under its lock (the entry point's
+    // body runs in an unsafe block).
+    let next = pg_sys::ReadNextFullTransactionId();
+    Ok(Some(Datum::from(next.value)))
+});

@@ -250,9 +250,44 @@ impl<'a> Ledger<'_, 'a> {
     }
 }
 
+/// Links the events of a batch's postings, `(debit, credit)` accounts with their event numbers
+/// `seqs` (increasing), into their accounts' chains (see "History paths" in sql/schema.sql):
+/// returns each event's `(debit_prev, credit_prev)`. `last` holds each account's newest money
+/// event before the batch (`None`: it has none) and ends holding its newest after it.
+pub fn chain_links(
+    accounts: &[(i64, i64)],
+    seqs: &[i64],
+    last: &mut HashMap<i64, Option<i64>>,
+) -> Vec<(Option<i64>, Option<i64>)> {
+    accounts
+        .iter()
+        .zip(seqs)
+        .map(|(&(debit, credit), &seq)| {
+            let debit_prev = last.insert(debit, Some(seq)).flatten();
+            let credit_prev = last.insert(credit, Some(seq)).flatten();
+            (debit_prev, credit_prev)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chain_links_point_each_event_at_its_accounts_previous_one() {
+        // Account 1 had event 5 before the batch, 2 and 3 had none.
+        let mut last = HashMap::from([(1, Some(5)), (2, None), (3, None)]);
+        let links = chain_links(&[(1, 2), (2, 3), (3, 1)], &[10, 11, 12], &mut last);
+        assert_eq!(
+            links,
+            vec![(Some(5), None), (Some(10), None), (Some(11), Some(10))]
+        );
+        assert_eq!(
+            last,
+            HashMap::from([(1, Some(12)), (2, Some(11)), (3, Some(12))])
+        );
+    }
 
     fn accounts(balances: &[(i64, i64)]) -> HashMap<i64, AccountState> {
         balances

@@ -51,6 +51,7 @@ struct AccountColumns {
     balance: usize,
     pending_debit: usize,
     pending_credit: usize,
+    last_seq: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -66,6 +67,8 @@ struct EventColumns {
     debit_balance: usize,
     credit_balance: usize,
     data: usize,
+    debit_prev: usize,
+    credit_prev: usize,
 }
 
 /// What is looked up once per backend (and again after a relcache invalidation of one of the
@@ -128,6 +131,7 @@ impl Catalog {
                 balance: a(c"balance"),
                 pending_debit: a(c"pending_debit"),
                 pending_credit: a(c"pending_credit"),
+                last_seq: a(c"last_seq"),
             },
             event_columns: EventColumns {
                 seq: e(c"seq"),
@@ -141,6 +145,8 @@ impl Catalog {
                 debit_balance: e(c"debit_balance"),
                 credit_balance: e(c"credit_balance"),
                 data: e(c"data"),
+                debit_prev: e(c"debit_prev"),
+                credit_prev: e(c"credit_prev"),
             },
         };
         pg_sys::table_close(events, pg_sys::NoLock as pg_sys::LOCKMODE);
@@ -160,14 +166,44 @@ fn relation_oid(namespace: Oid, name: &CStr) -> Oid {
     oid
 }
 
-/// 0-based position of a live column, by name.
+/// 0-based position of a live column, by name. A column missing means the database's wallet
+/// schema is older than this library (its ALTER EXTENSION ... UPDATE has not run yet).
 unsafe fn column(rel: pg_sys::Relation, name: &CStr) -> usize {
     let desc = (*rel).rd_att;
     let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
-    attrs
+    let found = attrs
         .iter()
-        .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name)
-        .unwrap_or_else(|| panic!("column {name:?} is missing"))
+        .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name);
+    found.unwrap_or_else(|| {
+        pgrx::ereport!(
+            pgrx::PgLogLevel::ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "the wallet schema of this database is older than the installed wallet_ext library {} (wallet.{} has no column {})",
+                env!("CARGO_PKG_VERSION"),
+                CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy(),
+                name.to_string_lossy()
+            ),
+            "Run ALTER EXTENSION wallet_ext UPDATE in this database."
+        );
+        unreachable!("ereport(ERROR) does not return")
+    })
+}
+
+/// Refuses to write money on a database whose wallet schema predates this library (55000).
+/// The paths that write money events through SQL call it first; the direct path checks while
+/// it resolves its catalog (`column`).
+pub fn require_current_schema() {
+    // SAFETY: syscache look-ups inside a transaction; the table is opened and closed.
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"wallet".as_ptr(), false);
+        let accounts = pg_sys::table_open(
+            relation_oid(ns, c"accounts"),
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        );
+        column(accounts, c"last_seq");
+        pg_sys::table_close(accounts, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
 }
 
 /// Refuses a table on which a direct write would skip something Postgres would have done
@@ -227,6 +263,8 @@ impl Drop for Slot {
 pub struct LockedAccount {
     slot: Slot,
     pub state: AccountState,
+    /// The account's newest money event, the link its next event points back to.
+    pub last_seq: Option<i64>,
 }
 
 impl Tables {
@@ -334,7 +372,12 @@ impl Tables {
                 pending_debit: int(c.pending_debit),
                 pending_credit: int(c.pending_credit),
             };
-            Ok(Some(LockedAccount { slot: guard, state }))
+            let last_seq = (!*(*slot).tts_isnull.add(c.last_seq)).then(|| int(c.last_seq));
+            Ok(Some(LockedAccount {
+                slot: guard,
+                state,
+                last_seq,
+            }))
         }
     }
 
@@ -349,21 +392,34 @@ impl Tables {
         }
     }
 
-    /// Sets the posted balance of a locked account.
-    pub fn set_balance(&self, account: &LockedAccount, balance: i64) {
+    /// A new event sequence number. Drawn after this transaction has its id (see "Postings"
+    /// in sql/chain.sql: wallet.seal() relies on every money event's number being drawn by a
+    /// transaction that already has one).
+    pub fn next_event_seq(&self) -> i64 {
+        // SAFETY: plain backend calls inside a transaction that writes.
+        unsafe {
+            pg_sys::GetTopTransactionId();
+            pgrx::direct_function_call(pg_sys::nextval_oid, &[self.catalog.events_seq.into_datum()])
+                .expect("nextval is never NULL")
+        }
+    }
+
+    /// Sets the posted balance of a locked account and makes event `seq` its newest.
+    pub fn set_balance(&self, account: &LockedAccount, balance: i64, seq: i64) {
         // SAFETY: the slot holds the row version this transaction locked.
         unsafe {
             let old = pg_sys::ExecFetchSlotHeapTuple(account.slot.0, false, std::ptr::null_mut());
-            let mut column = (self.catalog.account_columns.balance + 1) as c_int;
-            let mut value = Datum::from(balance);
-            let mut null = false;
+            let c = &self.catalog.account_columns;
+            let mut columns = [(c.balance + 1) as c_int, (c.last_seq + 1) as c_int];
+            let mut values = [Datum::from(balance), Datum::from(seq)];
+            let mut nulls = [false, false];
             let new = pg_sys::heap_modify_tuple_by_cols(
                 old,
                 (*self.accounts).rd_att,
-                1,
-                &mut column,
-                &mut value,
-                &mut null,
+                2,
+                columns.as_mut_ptr(),
+                values.as_mut_ptr(),
+                nulls.as_mut_ptr(),
             );
             pg_sys::simple_heap_update(self.accounts, &mut (*account.slot.0).tts_tid, new);
             if (*(*new).t_data).t_infomask2 as u32 & pg_sys::HEAP_ONLY_TUPLE == 0 {
@@ -373,17 +429,9 @@ impl Tables {
         }
     }
 
-    /// Appends the `transfer` event of a posted transfer without an idempotency key; returns
-    /// its seq (the transfer id).
-    pub fn insert_transfer_event(
-        &self,
-        debit: &LockedAccount,
-        credit_account_id: i64,
-        amount: i64,
-        debit_balance: i64,
-        credit_balance: i64,
-        metadata: Option<Datum>,
-    ) -> i64 {
+    /// Appends event `seq`, the `transfer` of a posted transfer without an idempotency key,
+    /// linked to the accounts' previous events (read before `set_balance`).
+    pub fn insert_transfer_event(&self, seq: i64, posted: &Posted, metadata: Option<Datum>) {
         let c = &self.catalog.event_columns;
         // SAFETY: the events table is opened and closed here; values and nulls cover every
         // column of its descriptor.
@@ -396,11 +444,6 @@ impl Tables {
             let natts = (*desc).natts as usize;
             let mut values = vec![Datum::from(0usize); natts];
             let mut nulls = vec![true; natts];
-            let seq: i64 = pgrx::direct_function_call(
-                pg_sys::nextval_oid,
-                &[self.catalog.events_seq.into_datum()],
-            )
-            .expect("nextval is never NULL");
             let mut set = |i: usize, v: Datum| {
                 values[i] = v;
                 nulls[i] = false;
@@ -417,14 +460,20 @@ impl Tables {
                 c.tx_id,
                 Datum::from(pg_sys::GetTopFullTransactionId().value),
             );
-            set(c.debit_account_id, Datum::from(debit.state.id));
-            set(c.credit_account_id, Datum::from(credit_account_id));
-            set(c.amount, Datum::from(amount));
-            set(c.currency, self.currency(debit));
-            set(c.debit_balance, Datum::from(debit_balance));
-            set(c.credit_balance, Datum::from(credit_balance));
+            set(c.debit_account_id, Datum::from(posted.debit_account_id));
+            set(c.credit_account_id, Datum::from(posted.credit_account_id));
+            set(c.amount, Datum::from(posted.amount));
+            set(c.currency, posted.currency);
+            set(c.debit_balance, Datum::from(posted.debit_balance));
+            set(c.credit_balance, Datum::from(posted.credit_balance));
             if let Some(m) = metadata {
                 set(c.data, m);
+            }
+            if let Some(prev) = posted.debit_prev {
+                set(c.debit_prev, Datum::from(prev));
+            }
+            if let Some(prev) = posted.credit_prev {
+                set(c.credit_prev, Datum::from(prev));
             }
             let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
             pg_sys::heap_insert(
@@ -437,9 +486,22 @@ impl Tables {
             insert_index_entries(events, tuple, false);
             pg_sys::heap_freetuple(tuple);
             pg_sys::table_close(events, pg_sys::NoLock as pg_sys::LOCKMODE);
-            seq
         }
     }
+}
+
+/// A transfer posted on two locked accounts: what its event records.
+pub struct Posted {
+    pub debit_account_id: i64,
+    pub credit_account_id: i64,
+    pub amount: i64,
+    /// The currency as stored (`Tables::currency`).
+    pub currency: Datum,
+    pub debit_balance: i64,
+    pub credit_balance: i64,
+    /// The accounts' previous money events (`LockedAccount::last_seq` before the update).
+    pub debit_prev: Option<i64>,
+    pub credit_prev: Option<i64>,
 }
 
 impl Drop for Tables {

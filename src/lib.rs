@@ -32,7 +32,7 @@ pub extern "C-unwind" fn _PG_init() {
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/api.sql", name = "api", requires = ["schema"]);
 extension_sql_file!("../sql/chain.sql", name = "chain", requires = ["api"]);
-extension_sql_file!("../sql/history.sql", name = "history", requires = ["api"]);
+extension_sql_file!("../sql/history.sql", name = "history", requires = ["chain"]);
 extension_sql_file!(
     "../sql/readside.sql",
     name = "readside",

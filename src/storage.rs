@@ -51,7 +51,7 @@ macro_rules! text {
 static TRANSFER_EVENT_KEYED: Kept = Kept {
     slot: 8,
     sql: text!("transfer_event_keyed.sql"),
-    args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB],
+    args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB, I8, I8, I8],
     index_only: false,
 };
 static TRANSFER_PRIOR: Kept = Kept {
@@ -81,11 +81,12 @@ static BATCH_SEQUENCE: Kept = Kept {
 static BATCH_BALANCES: Kept = Kept {
     slot: 13,
     sql: text!("batch_balances.sql"),
-    args: &[I8_ARRAY, I8_ARRAY],
+    args: &[I8_ARRAY, I8_ARRAY, I8_ARRAY],
     index_only: false,
 };
 const BATCH_RECORD_ARGS: &[Oid] = &[
-    I8_ARRAY, I8_ARRAY, I8_ARRAY, I8_ARRAY, TEXT_ARRAY, I8_ARRAY, I8_ARRAY, TEXT_ARRAY,
+    I8_ARRAY, I8_ARRAY, I8_ARRAY, I8_ARRAY, TEXT_ARRAY, I8_ARRAY, I8_ARRAY, TEXT_ARRAY, I8_ARRAY,
+    I8_ARRAY,
 ];
 static BATCH_RECORD_UNKEYED: Kept = Kept {
     slot: 14,
@@ -317,37 +318,45 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
     );
     let (debit_balance, credit_balance) =
         domain::balances_after(&debit.state, &credit.state, r.amount);
-    tables.set_balance(&debit, debit_balance);
-    tables.set_balance(&credit, credit_balance);
+    let seq = tables.next_event_seq();
+    tables.set_balance(&debit, debit_balance, seq);
+    tables.set_balance(&credit, credit_balance, seq);
+    let posted = heap::Posted {
+        debit_account_id: r.debit_account_id,
+        credit_account_id: r.credit_account_id,
+        amount: r.amount,
+        currency: tables.currency(&debit),
+        debit_balance,
+        credit_balance,
+        debit_prev: debit.last_seq,
+        credit_prev: credit.last_seq,
+    };
     let Some((_, key_datum)) = call.idempotency_key else {
-        return Ok(tables.insert_transfer_event(
-            &debit,
-            r.credit_account_id,
-            r.amount,
-            debit_balance,
-            credit_balance,
-            call.metadata,
-        ));
+        tables.insert_transfer_event(seq, &posted, call.metadata);
+        return Ok(seq);
     };
     let rows = conn.execute(
         &TRANSFER_EVENT_KEYED,
         &[
-            r.debit_account_id.into_datum(),
-            r.credit_account_id.into_datum(),
-            r.amount.into_datum(),
-            Some(tables.currency(&debit)),
-            debit_balance.into_datum(),
-            credit_balance.into_datum(),
+            posted.debit_account_id.into_datum(),
+            posted.credit_account_id.into_datum(),
+            posted.amount.into_datum(),
+            Some(posted.currency),
+            posted.debit_balance.into_datum(),
+            posted.credit_balance.into_datum(),
             Some(key_datum),
             call.metadata,
+            seq.into_datum(),
+            posted.debit_prev.into_datum(),
+            posted.credit_prev.into_datum(),
         ],
     );
     // No row: a batch (which takes no advisory lock) committed the key after the look-up above;
-    // only a retry can give the first answer.
+    // only a retry can give the first answer (the error undoes the balances set above).
     if rows.is_empty() {
         return Err(r.concurrent_change());
     }
-    Ok(rows.get(0, 1).expect("seq"))
+    Ok(seq)
 }
 
 /// The system account that deposits and withdrawals of this account settle against.
@@ -430,6 +439,7 @@ pub fn create_currency(conn: &Connection, code: &str, scale: i32) -> WalletResul
 /// `batch::judge` apply it in memory, then writes the final balances and the events in two
 /// set-based statements. Returns one result per input transfer, with its transfer id.
 pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<Vec<BatchResult>> {
+    heap::require_current_schema();
     let checked = batch::check_arguments(inputs);
     let mut ids: Vec<i64> = checked
         .iter()
@@ -440,8 +450,10 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
     ids.dedup();
     let rows = conn.execute(&BATCH_LOCK_ACCOUNTS, &[ids.into_datum()]);
     let mut accounts: HashMap<i64, AccountState> = HashMap::with_capacity(rows.len());
+    let mut last_seq: HashMap<i64, Option<i64>> = HashMap::with_capacity(rows.len());
     for row in 0..rows.len() {
         let account = account_state(&rows, row);
+        last_seq.insert(account.id, rows.get(row, 9));
         accounts.insert(account.id, account);
     }
 
@@ -459,6 +471,8 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
     let postings = &judgement.postings;
     let mut seq_of_input: HashMap<usize, i64> = HashMap::with_capacity(postings.len());
     if !postings.is_empty() {
+        // The rows locked above gave this transaction its id before it draws event numbers
+        // (see "Postings" in sql/chain.sql).
         let rows = conn.execute(&BATCH_SEQUENCE, &[(postings.len() as i32).into_datum()]);
         let seqs: Vec<i64> = (0..rows.len())
             .map(|row| rows.get(row, 1).expect("nextval"))
@@ -475,11 +489,24 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
             .collect();
         changed.sort_unstable();
         changed.dedup();
+        let pairs: Vec<(i64, i64)> = postings
+            .iter()
+            .map(|p| (p.request.debit_account_id, p.request.credit_account_id))
+            .collect();
+        let links = batch::chain_links(&pairs, &seqs, &mut last_seq);
         let balances: Vec<i64> = changed.iter().map(|id| accounts[id].balance).collect();
+        let newest: Vec<i64> = changed
+            .iter()
+            .map(|id| last_seq[id].expect("a posting set it"))
+            .collect();
         let count = changed.len();
         let rows = conn.execute(
             &BATCH_BALANCES,
-            &[changed.into_datum(), balances.into_datum()],
+            &[
+                changed.into_datum(),
+                balances.into_datum(),
+                newest.into_datum(),
+            ],
         );
         assert_eq!(rows.len(), count, "every locked account row was updated");
 
@@ -512,6 +539,8 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
                     .map(|p| inputs[p.index].idempotency_key)
                     .collect::<Vec<_>>()
                     .into_datum(),
+                links.iter().map(|l| l.0).collect::<Vec<_>>().into_datum(),
+                links.iter().map(|l| l.1).collect::<Vec<_>>().into_datum(),
             ],
         );
         if rows.len() != postings.len() {
@@ -636,6 +665,7 @@ fn resolve_side(
 
 /// Try: reserves the amount (or answers a repeat with the first hold id).
 pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<i64> {
+    heap::require_current_schema();
     lock_hold_key(call.gtid, call.branch);
     let (stored, _) = lookup_hold(conn, call.gtid, call.branch);
     match tcc::judge_try(
@@ -703,6 +733,7 @@ pub fn confirm_hold(
     branch: &str,
     amount: Option<i64>,
 ) -> WalletResult<i64> {
+    heap::require_current_schema();
     lock_hold_key(gtid, branch);
     let (stored, currency) = lookup_hold(conn, gtid, branch);
     let action = tcc::judge_confirm(stored.as_ref(), gtid, branch, amount)?;
@@ -759,6 +790,7 @@ fn release_hold(conn: &Connection, h: &Hold, currency: &str, status: HoldStatus)
 
 /// Cancel: releases the hold, or records a cancel whose try never arrived; returns the hold id.
 pub fn cancel_hold(conn: &Connection, gtid: &str, branch: &str) -> WalletResult<i64> {
+    heap::require_current_schema();
     lock_hold_key(gtid, branch);
     let (stored, currency) = lookup_hold(conn, gtid, branch);
     match tcc::judge_cancel(stored.as_ref())? {
@@ -792,6 +824,7 @@ pub fn cancel_hold(conn: &Connection, gtid: &str, branch: &str) -> WalletResult<
 
 /// Releases up to `max_holds` pending holds past their timeout; returns how many.
 pub fn expire_holds(conn: &Connection, max_holds: i32) -> WalletResult<i64> {
+    heap::require_current_schema();
     let rows = conn.execute(&HOLD_EXPIRED, &[max_holds.into_datum()]);
     let holds: Vec<(Hold, String)> = (0..rows.len())
         .map(|i| (hold_row(&rows, i), hold_currency(&rows, i)))

@@ -18,18 +18,42 @@ for db in wallet_up wallet_fresh; do
     psql_at "$name" "$port" postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
 done
 q wallet_up -c "CREATE EXTENSION wallet_ext VERSION '0.1.0'" >/dev/null
+# The installed library is the current one: it refuses to move money on the old schema (55000)
+# rather than write events without the columns it needs. The 0.1.0 transfers are therefore
+# written here the way 0.1.0 wrote them: both rows locked, balances updated, one event with the
+# balances after it. Currencies and accounts are opened by the library (those paths did not
+# change).
+refusal="$(q wallet_up -c "SELECT wallet.create_currency('EUR')" -c "SELECT wallet.open_account('EUR')" \
+    -c "SELECT wallet.transfer(1, 2, 5)" 2>&1 || true)"
+[[ "$refusal" == *"older than the installed wallet_ext library"*"ALTER EXTENSION wallet_ext UPDATE"* ]] \
+    || die "no clear refusal of a transfer on the 0.1.0 schema: $refusal"
 q wallet_up >/dev/null <<'SQL'
-SELECT wallet.create_currency('EUR');
-SELECT wallet.open_account('EUR', 'u' || i) FROM generate_series(1, 20) i;
-SELECT wallet.deposit(id, 10000, 'dep-' || id) FROM wallet.accounts WHERE NOT is_system;
-SELECT wallet.transfer(2 + i % 20, 2 + (i * 7 + 1) % 20, 1 + i % 50, 'k-' || i)
+CREATE FUNCTION pg_temp.old_transfer(d bigint, c bigint, amount bigint, key text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE db bigint; cb bigint; seq bigint;
+BEGIN
+    PERFORM 1 FROM wallet.accounts WHERE id IN (d, c) ORDER BY id FOR NO KEY UPDATE;
+    UPDATE wallet.accounts SET balance = balance - amount WHERE id = d RETURNING balance INTO db;
+    UPDATE wallet.accounts SET balance = balance + amount WHERE id = c RETURNING balance INTO cb;
+    INSERT INTO wallet.events (event_type, debit_account_id, credit_account_id, amount, currency,
+                               debit_balance, credit_balance, idempotency_key)
+    VALUES ('transfer', d, c, amount, 'EUR', db, cb, key) RETURNING events.seq INTO seq;
+    RETURN seq;
+END $$;
+SELECT wallet.open_account('EUR', 'u' || i) FROM generate_series(2, 20) i;
+SELECT pg_temp.old_transfer(1, id, 10000, 'dep-' || id) FROM wallet.accounts WHERE NOT is_system;
+SELECT pg_temp.old_transfer(2 + i % 20, 2 + (i * 7 + 1) % 20, 1 + i % 50, 'k-' || i)
   FROM generate_series(1, 500) i WHERE i % 20 <> (i * 7 + 1) % 20;
-SELECT * FROM wallet.transfer_batch(ARRAY[2, 3, 4], ARRAY[5, 6, 7], ARRAY[10, 20, 30]);
 SELECT wallet.seal();
 SELECT wallet.take_snapshot();
-SELECT wallet.transfer(2, 3, 5);
+SELECT pg_temp.old_transfer(2, 3, 5);
 SQL
 before="$(q wallet_up -c "SELECT string_agg(id || ':' || balance, ',' ORDER BY id) FROM wallet.accounts")"
+# Every account's history, as statement() and balance_at() give it (0.3.0 reads them elsewhere).
+histories="SELECT md5(string_agg(concat_ws(':', a.id, s.seq, s.amount, s.balance,
+                                           wallet.balance_at(a.id, s.seq)), ',' ORDER BY a.id, s.seq))
+             FROM wallet.accounts AS a CROSS JOIN LATERAL wallet.statement(a.id, 0, 1000) AS s"
+histories_before="$(q wallet_up -c "$histories")"
 head_before="$(q wallet_up -c "SELECT last_position || '/' || last_hash FROM wallet.chain_head()")"
 q wallet_up -c "ALTER EXTENSION wallet_ext UPDATE TO '$current'" >/dev/null
 [ "$(q wallet_up -c "SELECT extversion FROM pg_extension WHERE extname = 'wallet_ext'")" = "$current" ] \
@@ -92,6 +116,7 @@ log "schema after 0.1.0 -> $current equals a fresh install: $(wc -l < "$WORK_DIR
     || die "balances changed by the update"
 [ "$(q wallet_up -c "SELECT last_position || '/' || last_hash FROM wallet.chain_head()")" = "$head_before" ] \
     || die "chain head changed by the update"
+[ "$(q wallet_up -c "$histories")" = "$histories_before" ] || die "account histories changed by the update"
 q wallet_up >/dev/null <<'SQL'
 DO $$ BEGIN
     IF EXISTS (SELECT 1 FROM wallet.verify()) OR EXISTS (SELECT 1 FROM wallet.verify(false)) THEN
@@ -101,18 +126,25 @@ DO $$ BEGIN
         RAISE EXCEPTION 'the 0.1.0 snapshot does not check out after the update';
     END IF;
 END $$;
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM wallet.verify_postings()) THEN
+        RAISE EXCEPTION 'account histories inconsistent after the update';
+    END IF;
+END $$;
 SELECT wallet.try_hold('up-1', 'b', 2, 3, 100);
 SELECT wallet.confirm_hold('up-1', 'b', 60);
 SELECT wallet.seal();
+SELECT wallet.seal();  -- the second round posts what the first noted
 SELECT wallet.take_snapshot();
 CALL wallet.transfer_across('up-2', 'local', 4, 'local', 5, 7);
 DO $$ BEGIN
     IF EXISTS (SELECT 1 FROM wallet.verify()) OR EXISTS (SELECT 1 FROM wallet.verify_chain())
        OR EXISTS (SELECT 1 FROM wallet.verify_read_side())
+       OR EXISTS (SELECT 1 FROM wallet.verify_postings())
        OR EXISTS (SELECT 1 FROM wallet.trial_balance() WHERE total_balance <> 0 OR forbidden_negative_accounts <> 0)
        OR EXISTS (SELECT 1 FROM wallet.check_snapshot((SELECT max(snapshot_id) FROM wallet.snapshots))) THEN
         RAISE EXCEPTION 'inconsistent after using the new features on the updated database';
     END IF;
 END $$;
 SQL
-log "data survived the update (balances, chain head, verify, snapshot); holds and the coordinator work on it"
+log "data survived the update (balances, histories, chain head, verify, snapshot); holds, the coordinator and posting work on it"

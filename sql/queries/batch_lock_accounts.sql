@@ -5,7 +5,7 @@
 -- re-checks the quals on its newest version, and re-checking "= ANY" scans the whole array, which
 -- made locking a batch quadratic in its size.
 SELECT a.id, a.currency, a.status, a.allow_overdraft, a.is_system, a.balance, a.pending_debit,
-       a.pending_credit
+       a.pending_credit, a.last_seq
   FROM unnest($1::bigint[]) AS v (id)
   JOIN wallet.accounts AS a ON a.id = v.id
  ORDER BY a.id

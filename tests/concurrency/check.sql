@@ -27,6 +27,13 @@ BEGIN
                 WHERE e.seq IS NULL OR e.event_type <> 'transfer') THEN
         RAISE EXCEPTION 'a client saw a transfer id that is not a transfer event';
     END IF;
+    -- account histories: what seal() posted while clients wrote, and every account's chain of
+    -- later events, agree with the log
+    SELECT count(*) INTO n FROM wallet.verify_postings();
+    IF n <> 0 THEN RAISE EXCEPTION 'verify_postings() found % problems', n; END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.postings) THEN
+        RAISE EXCEPTION 'nothing was posted by the sealing clients';
+    END IF;
     -- the sealed order: every event sealed exactly once, in (tx_id, seq) order, chain intact,
     -- although sealing ran while transactions were writing
     IF (SELECT count(*) FROM wallet.chain) <> (SELECT count(*) FROM wallet.events) THEN
