@@ -200,9 +200,12 @@ BEGIN
                    CASE WHEN m.debit_account_id = statement.account_id
                         THEN m.debit_balance ELSE m.credit_balance END,
                    m.idempotency_key, m.data
-              FROM ((SELECT e.* FROM wallet.postings AS p JOIN wallet.events AS e ON e.seq = p.seq
-                      WHERE p.account_id = statement.account_id AND p.seq > coalesce(after_seq, 0)
-                      ORDER BY p.seq LIMIT max_rows)
+              FROM ((SELECT e.* FROM wallet.postings AS p
+                      CROSS JOIN LATERAL unnest(p.seqs) AS u (seq)
+                      JOIN wallet.events AS e ON e.seq = u.seq
+                     WHERE p.account_id = statement.account_id
+                       AND p.last_seq > coalesce(after_seq, 0) AND u.seq > coalesce(after_seq, 0)
+                     ORDER BY p.last_seq, u.seq LIMIT max_rows)
                     UNION ALL
                     SELECT c.* FROM wallet._chain(statement.account_id, coalesce(after_seq, 0)) AS c
                      WHERE c.seq > coalesce(after_seq, 0)) AS m

@@ -34,8 +34,9 @@ CREATE TABLE wallet.seal_state (
     pending_xid   xid8                        -- pending_xid (see "Postings" below)
 );
 
--- Postings: every account's money events up to seal_state.posted_seq, one row per account and
--- event, written by wallet.seal() many at a time. Together with the accounts' chains (the events
+-- Postings: every account's money events up to seal_state.posted_seq, written by wallet.seal():
+-- one row per account and round, with the account's events of that round in an array (one row
+-- per account and event cost seal() about 4.5 us per event; see bench/RESULTS.md). Together with the accounts' chains (the events
 -- after posted_seq, see "History paths" in sql/schema.sql) they are the index of each account's
 -- history that statement(), balance_at() and balance_at_time() read; transfers never write it.
 --
@@ -49,8 +50,9 @@ CREATE TABLE wallet.seal_state (
 -- Writers never wait for this; the history lags by about two rounds of the sealer.
 CREATE TABLE wallet.postings (
     account_id bigint NOT NULL,
-    seq        bigint NOT NULL,
-    PRIMARY KEY (account_id, seq)
+    last_seq   bigint NOT NULL,    -- the newest of seqs
+    seqs       bigint[] NOT NULL,  -- increasing; an account's rows never overlap
+    PRIMARY KEY (account_id, last_seq)
 );
 COMMENT ON TABLE wallet.postings IS
     'Each account''s money events up to seal_state.posted_seq (the rest: the accounts'' chains); written by wallet.seal().';
@@ -157,12 +159,13 @@ BEGIN
     posting := state.pending_xid IS NOT NULL AND frontier >= state.pending_xid;
     IF posting THEN
         upto := least(state.pending_seq, state.posted_seq + max_events);
-        INSERT INTO wallet.postings (account_id, seq)
-        SELECT v.account_id, ev.seq
+        INSERT INTO wallet.postings (account_id, last_seq, seqs)
+        SELECT v.account_id, max(ev.seq), array_agg(ev.seq ORDER BY ev.seq)
           FROM wallet.events AS ev
          CROSS JOIN LATERAL (VALUES (ev.debit_account_id), (ev.credit_account_id)) AS v (account_id)
          WHERE ev.seq > state.posted_seq AND ev.seq <= upto AND v.account_id IS NOT NULL
-         ORDER BY 1, 2;
+         GROUP BY v.account_id
+         ORDER BY 1;
         state.posted_seq := upto;
         IF upto = state.pending_seq THEN
             state.pending_seq := NULL;
@@ -294,8 +297,16 @@ LANGUAGE sql STABLE AS $fn$
            CASE WHEN p.seq IS NULL THEN 'event missing from wallet.postings'
                 ELSE 'wallet.postings has an event the account does not have' END
       FROM (SELECT * FROM sides WHERE sides.seq <= (SELECT posted.seq FROM posted)) AS s
-      FULL JOIN wallet.postings AS p ON p.account_id = s.account_id AND p.seq = s.seq
+      FULL JOIN (SELECT r.account_id, u.seq FROM wallet.postings AS r, unnest(r.seqs) AS u (seq)) AS p
+        ON p.account_id = s.account_id AND p.seq = s.seq
      WHERE s.seq IS NULL OR p.seq IS NULL
+    UNION ALL
+    SELECT r.account_id, r.last_seq, 'postings row out of order or overlapping another'
+      FROM (SELECT p.*, lag(p.last_seq) OVER (PARTITION BY p.account_id ORDER BY p.last_seq) AS before
+              FROM wallet.postings AS p) AS r
+     WHERE r.seqs[cardinality(r.seqs)] IS DISTINCT FROM r.last_seq
+        OR r.seqs[1] <= r.before
+        OR r.seqs <> ARRAY(SELECT DISTINCT u.seq FROM unnest(r.seqs) AS u (seq) ORDER BY u.seq)
     UNION ALL
     SELECT s.account_id, s.seq,
            'links to event ' || coalesce(s.prev::text, 'none') || ', not to the account''s previous '

@@ -19,9 +19,15 @@ BEGIN
                 THEN m.debit_balance ELSE m.credit_balance END INTO result
       FROM ((SELECT c.* FROM wallet._chain(balance_at.account_id, at_seq) AS c WHERE c.seq <= at_seq)
             UNION ALL
-            (SELECT e.* FROM wallet.postings AS p JOIN wallet.events AS e ON e.seq = p.seq
-              WHERE p.account_id = balance_at.account_id AND p.seq <= at_seq
-              ORDER BY p.seq DESC LIMIT 1)) AS m
+            (SELECT e.* FROM wallet.events AS e
+              WHERE e.seq = (
+                    -- the postings row holding the newest event at or before at_seq
+                    SELECT max(u.seq)
+                      FROM (SELECT p.seqs FROM wallet.postings AS p
+                             WHERE p.account_id = balance_at.account_id AND p.seqs[1] <= at_seq
+                             ORDER BY p.last_seq DESC LIMIT 1) AS p
+                     CROSS JOIN LATERAL unnest(p.seqs) AS u (seq)
+                     WHERE u.seq <= at_seq))) AS m
      ORDER BY m.seq DESC LIMIT 1;
     IF result IS NULL AND EXISTS (
         SELECT 1 FROM wallet.events AS e
@@ -51,9 +57,11 @@ BEGIN
         (SELECT c.seq FROM wallet._chain(balance_at_time.account_id, 0, at_time) AS c
           WHERE c.occurred_at <= at_time)
         UNION ALL
-        (SELECT p.seq FROM wallet.postings AS p JOIN wallet.events AS e ON e.seq = p.seq
+        (SELECT u.seq FROM wallet.postings AS p
+          CROSS JOIN LATERAL unnest(p.seqs) AS u (seq)
+          JOIN wallet.events AS e ON e.seq = u.seq
           WHERE p.account_id = balance_at_time.account_id AND e.occurred_at <= at_time
-          ORDER BY p.seq DESC LIMIT 1)
+          ORDER BY p.last_seq DESC, u.seq DESC LIMIT 1)
         UNION ALL
         (SELECT e.seq FROM wallet.events AS e
           WHERE e.account_id = balance_at_time.account_id AND e.occurred_at <= at_time

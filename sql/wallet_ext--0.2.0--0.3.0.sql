@@ -20,8 +20,9 @@ ALTER TABLE wallet.seal_state
     ADD COLUMN pending_seq bigint,
     ADD COLUMN pending_xid xid8;
 
--- Postings: every account's money events up to seal_state.posted_seq, one row per account and
--- event, written by wallet.seal() many at a time. Together with the accounts' chains (the events
+-- Postings: every account's money events up to seal_state.posted_seq, written by wallet.seal():
+-- one row per account and round, with the account's events of that round in an array (one row
+-- per account and event cost seal() about 4.5 us per event; see bench/RESULTS.md). Together with the accounts' chains (the events
 -- after posted_seq, see "History paths" in sql/schema.sql) they are the index of each account's
 -- history that statement(), balance_at() and balance_at_time() read; transfers never write it.
 --
@@ -35,8 +36,9 @@ ALTER TABLE wallet.seal_state
 -- Writers never wait for this; the history lags by about two rounds of the sealer.
 CREATE TABLE wallet.postings (
     account_id bigint NOT NULL,
-    seq        bigint NOT NULL,
-    PRIMARY KEY (account_id, seq)
+    last_seq   bigint NOT NULL,    -- the newest of seqs
+    seqs       bigint[] NOT NULL,  -- increasing; an account's rows never overlap
+    PRIMARY KEY (account_id, last_seq)
 );
 COMMENT ON TABLE wallet.postings IS
     'Each account''s money events up to seal_state.posted_seq (the rest: the accounts'' chains); written by wallet.seal().';
@@ -46,16 +48,18 @@ SELECT pg_catalog.pg_extension_config_dump('wallet.postings', '');
 CREATE FUNCTION wallet._next_xid() RETURNS xid8
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'wallet_next_xid';
 
--- Every event written so far is posted (the earlier events keep NULL links: a chain is only
--- followed above posted_seq), and each account's newest money event starts its chain.
-INSERT INTO wallet.postings (account_id, seq)
-SELECT v.account_id, e.seq
+-- Every event written so far is posted, in rows of at most 100,000 event numbers (as seal()
+-- posts them; the earlier events keep NULL links: a chain is only followed above posted_seq),
+-- and each account's newest money event starts its chain.
+INSERT INTO wallet.postings (account_id, last_seq, seqs)
+SELECT v.account_id, max(e.seq), array_agg(e.seq ORDER BY e.seq)
   FROM wallet.events AS e
  CROSS JOIN LATERAL (VALUES (e.debit_account_id), (e.credit_account_id)) AS v (account_id)
  WHERE v.account_id IS NOT NULL
+ GROUP BY v.account_id, (e.seq - 1) / 100000
  ORDER BY 1, 2;
 UPDATE wallet.accounts AS a SET last_seq = p.seq
-  FROM (SELECT account_id, max(seq) AS seq FROM wallet.postings GROUP BY account_id) AS p
+  FROM (SELECT account_id, max(last_seq) AS seq FROM wallet.postings GROUP BY account_id) AS p
  WHERE p.account_id = a.id;
 INSERT INTO wallet.seal_state (posted_seq)
 SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM wallet.events_seq_seq AS s
@@ -124,12 +128,13 @@ BEGIN
     posting := state.pending_xid IS NOT NULL AND frontier >= state.pending_xid;
     IF posting THEN
         upto := least(state.pending_seq, state.posted_seq + max_events);
-        INSERT INTO wallet.postings (account_id, seq)
-        SELECT v.account_id, ev.seq
+        INSERT INTO wallet.postings (account_id, last_seq, seqs)
+        SELECT v.account_id, max(ev.seq), array_agg(ev.seq ORDER BY ev.seq)
           FROM wallet.events AS ev
          CROSS JOIN LATERAL (VALUES (ev.debit_account_id), (ev.credit_account_id)) AS v (account_id)
          WHERE ev.seq > state.posted_seq AND ev.seq <= upto AND v.account_id IS NOT NULL
-         ORDER BY 1, 2;
+         GROUP BY v.account_id
+         ORDER BY 1;
         state.posted_seq := upto;
         IF upto = state.pending_seq THEN
             state.pending_seq := NULL;
@@ -179,8 +184,16 @@ LANGUAGE sql STABLE AS $fn$
            CASE WHEN p.seq IS NULL THEN 'event missing from wallet.postings'
                 ELSE 'wallet.postings has an event the account does not have' END
       FROM (SELECT * FROM sides WHERE sides.seq <= (SELECT posted.seq FROM posted)) AS s
-      FULL JOIN wallet.postings AS p ON p.account_id = s.account_id AND p.seq = s.seq
+      FULL JOIN (SELECT r.account_id, u.seq FROM wallet.postings AS r, unnest(r.seqs) AS u (seq)) AS p
+        ON p.account_id = s.account_id AND p.seq = s.seq
      WHERE s.seq IS NULL OR p.seq IS NULL
+    UNION ALL
+    SELECT r.account_id, r.last_seq, 'postings row out of order or overlapping another'
+      FROM (SELECT p.*, lag(p.last_seq) OVER (PARTITION BY p.account_id ORDER BY p.last_seq) AS before
+              FROM wallet.postings AS p) AS r
+     WHERE r.seqs[cardinality(r.seqs)] IS DISTINCT FROM r.last_seq
+        OR r.seqs[1] <= r.before
+        OR r.seqs <> ARRAY(SELECT DISTINCT u.seq FROM unnest(r.seqs) AS u (seq) ORDER BY u.seq)
     UNION ALL
     SELECT s.account_id, s.seq,
            'links to event ' || coalesce(s.prev::text, 'none') || ', not to the account''s previous '
@@ -220,9 +233,12 @@ BEGIN
                    CASE WHEN m.debit_account_id = statement.account_id
                         THEN m.debit_balance ELSE m.credit_balance END,
                    m.idempotency_key, m.data
-              FROM ((SELECT e.* FROM wallet.postings AS p JOIN wallet.events AS e ON e.seq = p.seq
-                      WHERE p.account_id = statement.account_id AND p.seq > coalesce(after_seq, 0)
-                      ORDER BY p.seq LIMIT max_rows)
+              FROM ((SELECT e.* FROM wallet.postings AS p
+                      CROSS JOIN LATERAL unnest(p.seqs) AS u (seq)
+                      JOIN wallet.events AS e ON e.seq = u.seq
+                     WHERE p.account_id = statement.account_id
+                       AND p.last_seq > coalesce(after_seq, 0) AND u.seq > coalesce(after_seq, 0)
+                     ORDER BY p.last_seq, u.seq LIMIT max_rows)
                     UNION ALL
                     SELECT c.* FROM wallet._chain(statement.account_id, coalesce(after_seq, 0)) AS c
                      WHERE c.seq > coalesce(after_seq, 0)) AS m
@@ -258,9 +274,15 @@ BEGIN
                 THEN m.debit_balance ELSE m.credit_balance END INTO result
       FROM ((SELECT c.* FROM wallet._chain(balance_at.account_id, at_seq) AS c WHERE c.seq <= at_seq)
             UNION ALL
-            (SELECT e.* FROM wallet.postings AS p JOIN wallet.events AS e ON e.seq = p.seq
-              WHERE p.account_id = balance_at.account_id AND p.seq <= at_seq
-              ORDER BY p.seq DESC LIMIT 1)) AS m
+            (SELECT e.* FROM wallet.events AS e
+              WHERE e.seq = (
+                    -- the postings row holding the newest event at or before at_seq
+                    SELECT max(u.seq)
+                      FROM (SELECT p.seqs FROM wallet.postings AS p
+                             WHERE p.account_id = balance_at.account_id AND p.seqs[1] <= at_seq
+                             ORDER BY p.last_seq DESC LIMIT 1) AS p
+                     CROSS JOIN LATERAL unnest(p.seqs) AS u (seq)
+                     WHERE u.seq <= at_seq))) AS m
      ORDER BY m.seq DESC LIMIT 1;
     IF result IS NULL AND EXISTS (
         SELECT 1 FROM wallet.events AS e
@@ -289,9 +311,11 @@ BEGIN
         (SELECT c.seq FROM wallet._chain(balance_at_time.account_id, 0, at_time) AS c
           WHERE c.occurred_at <= at_time)
         UNION ALL
-        (SELECT p.seq FROM wallet.postings AS p JOIN wallet.events AS e ON e.seq = p.seq
+        (SELECT u.seq FROM wallet.postings AS p
+          CROSS JOIN LATERAL unnest(p.seqs) AS u (seq)
+          JOIN wallet.events AS e ON e.seq = u.seq
           WHERE p.account_id = balance_at_time.account_id AND e.occurred_at <= at_time
-          ORDER BY p.seq DESC LIMIT 1)
+          ORDER BY p.last_seq DESC, u.seq DESC LIMIT 1)
         UNION ALL
         (SELECT e.seq FROM wallet.events AS e
           WHERE e.account_id = balance_at_time.account_id AND e.occurred_at <= at_time

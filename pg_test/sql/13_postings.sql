@@ -75,6 +75,10 @@ SELECT count(*) AS jon_money_events FROM mxn_log WHERE account_id = :jon AND seq
 SELECT wallet.seal() >= 0 AS round_1;
 SELECT wallet.seal() >= 0 AS round_2;
 SELECT posted_seq >= (SELECT max(seq) FROM mxn_log) AS all_posted FROM wallet.seal_state;
+-- A round of posting gives each account one row holding its events of that round, in order.
+SELECT count(*) AS jon_rows, sum(cardinality(seqs)) AS jon_events,
+       bool_and(seqs = ARRAY(SELECT u FROM unnest(seqs) AS u ORDER BY u)) AS in_order
+  FROM wallet.postings WHERE account_id = :jon;
 SELECT count(*) AS chain_length FROM wallet._chain(:jon, 0);
 SELECT * FROM mxn_differences;
 
@@ -107,7 +111,7 @@ SELECT dblink_disconnect('mxn_open');
 SELECT count(*) AS found FROM wallet.statement(:jon, :open_seq - 1, 1) WHERE seq = :open_seq;
 SELECT wallet.seal() >= 0 AS round_1;
 SELECT wallet.seal() >= 0 AS round_2;
-SELECT count(*) AS posted FROM wallet.postings WHERE seq = :open_seq;
+SELECT count(*) AS posted FROM wallet.postings WHERE :open_seq = ANY (seqs);
 SELECT * FROM mxn_differences;
 SELECT count(*) AS problems FROM wallet.verify_postings();
 
@@ -120,8 +124,14 @@ SELECT count(*) AS problems FROM wallet.verify_postings();
 
 -- verify_postings() finds a missing posting, a broken link and a wrong last_seq.
 BEGIN;
-DELETE FROM wallet.postings WHERE account_id = :jon AND seq = (
-    SELECT min(seq) FROM wallet.postings WHERE account_id = :jon);
+UPDATE wallet.postings SET seqs = seqs[2:]
+ WHERE account_id = :jon AND last_seq = (SELECT max(last_seq) FROM wallet.postings WHERE account_id = :jon);
+SELECT account_id = :jon AS jon, regexp_replace(problem, '[0-9]+', 'N', 'g') AS problem
+  FROM wallet.verify_postings();
+ROLLBACK;
+BEGIN;
+UPDATE wallet.postings SET seqs = seqs || seqs[1]
+ WHERE account_id = :jon AND last_seq = (SELECT max(last_seq) FROM wallet.postings WHERE account_id = :jon);
 SELECT account_id = :jon AS jon, regexp_replace(problem, '[0-9]+', 'N', 'g') AS problem
   FROM wallet.verify_postings();
 ROLLBACK;
