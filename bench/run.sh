@@ -11,6 +11,8 @@
 #   H  wallet.try_hold then wallet.confirm_hold (two transactions), local
 #   L  CALL wallet.transfer_across with both accounts here (coordinator, one branch)
 #   X  CALL wallet.transfer_across to node n2 (a second database of the same cluster, dblink)
+# Last, seal() over everything written (no worker runs during the runs): its CPU per event, the work
+# transfers leave to the sealer (hash chain and account histories).
 #   BENCH_SECONDS (default 10)  BENCH_REPEAT (default 3)  BENCH_ONLY="uniform8:off batch tcc" (subset)
 # Raw rows go to $WALLET_WORK_DIR/bench-results/runs.tsv; the summary to stdout and summary.md there.
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -119,6 +121,23 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" tcc "* ]]; then
         done
     done
 fi
+
+# The work transfers leave to the sealer (hash chain and account histories, wallet.seal()):
+# its CPU time per event, on everything the runs above wrote.
+before="$(cluster_ticks)"
+sealed=0
+for _ in $(seq 1 200); do   # each call seals and posts up to 1,000,000 events
+    n="$(psql_at bench "$PORT" bench -tA -c "SELECT wallet.seal(1000000)")"
+    done_posting="$(psql_at bench "$PORT" bench -tA -c "SELECT posted_seq >= (SELECT max(seq) FROM wallet.events) FROM wallet.seal_state")"
+    sealed=$((sealed + n))
+    [ "$n" = 0 ] && [ "$done_posting" = t ] && break
+done
+after="$(cluster_ticks)"
+posted="$(psql_at bench "$PORT" bench -tA -c "SELECT posted_seq >= (SELECT max(seq) FROM wallet.events) FROM wallet.seal_state")"
+awk -v t="$((after - before))" -v hz="$TICKS_PER_SECOND" -v n="$sealed" -v p="$posted" \
+    'BEGIN {printf "seal(): %d events sealed and posted (all posted: %s), %.2f us CPU per event\n", n, p, t * 1000000 / hz / n}' \
+    | tee "$OUT/seal.txt"
+psql_at bench "$PORT" bench -tA -c "SELECT 'verify_postings() problems: ' || count(*) FROM wallet.verify_postings()"
 
 log "consistency after the runs"
 psql_at bench "$PORT" bench_n2 -tA -c "SELECT 'n2 verify() differences: ' || count(*) FROM wallet.verify()"

@@ -156,7 +156,10 @@ BEGIN
     END LOOP;
     -- Postings (see above): post up to the number read in an earlier round once every
     -- transaction that could still use a number up to it has ended, at most max_events numbers.
-    posting := state.pending_xid IS NOT NULL AND frontier >= state.pending_xid;
+    -- A pending_xid ahead of this cluster's counter came in a dump from another cluster: the
+    -- events up to pending_seq were all restored, and none can be running here.
+    posting := state.pending_xid IS NOT NULL
+               AND (frontier >= state.pending_xid OR state.pending_xid > wallet._next_xid());
     IF posting THEN
         upto := least(state.pending_seq, state.posted_seq + max_events);
         INSERT INTO wallet.postings (account_id, last_seq, seqs)

@@ -250,13 +250,17 @@ def main():
         (differences,) = one(node, "SELECT count(*) FROM wallet.verify()")
         if differences:
             fail(f"{node}: verify() found {differences} differences")
+        # account histories posted by the workers while servers crashed
+        (problems,) = one(node, "SELECT count(*) FROM wallet.verify_postings()")
+        if problems:
+            fail(f"{node}: verify_postings() found {problems} problems")
 
     # 6. What the client was told confirmed is confirmed, on the coordinator and participants.
     for coordinator, gtid in told_confirmed:
         if outcomes.get(gtid) != "confirmed":
             fail(f"{gtid}: the client was told confirmed, the ledger says {outcomes.get(gtid)}")
     print(f"checked: {len(told_confirmed)} transfers told confirmed are confirmed on every node; "
-          f"books balanced, money conserved ({users}), no pending hold, verify() empty on 3 nodes",
+          f"books balanced, money conserved ({users}), no pending hold, verify() and verify_postings() empty on 3 nodes",
           flush=True)
 
 
