@@ -33,7 +33,7 @@ BEGIN
         pick_amount := amounts[1 + floor(random() * array_length(amounts, 1))::int];
         pick_text := texts[1 + floor(random() * array_length(texts, 1))::int];
         pick_meta := metas[1 + floor(random() * array_length(metas, 1))::int];
-        statement := CASE i % 21
+        statement := CASE i % 25
             WHEN 0 THEN format('SELECT wallet.transfer(%L, %L, %L, %L, %L)', pick_id, pick_id2, pick_amount, pick_text, pick_meta)
             WHEN 1 THEN format('SELECT wallet.deposit(%L, %L, %L, %L)', pick_id, pick_amount, pick_text, pick_meta)
             WHEN 2 THEN format('SELECT wallet.withdraw(%L, %L, %L, %L)', pick_id, pick_amount, pick_text, pick_meta)
@@ -61,6 +61,12 @@ BEGIN
                                 (ARRAY['local', 'nowhere', NULL])[1 + floor(random() * 3)::int], pick_id,
                                 (ARRAY['local', 'nowhere', NULL])[1 + floor(random() * 3)::int], pick_id2,
                                 pick_amount, intervals[1 + floor(random() * array_length(intervals, 1))::int])
+            WHEN 21 THEN format('SELECT wallet.balance_at(%L, %L)', pick_id, pick_amount)
+            WHEN 22 THEN format('SELECT wallet.balance_at_time(%L, %L::timestamptz)', pick_id,
+                                (ARRAY[NULL, 'now', '-infinity', 'infinity', '2000-01-01', '294276-12-31'])[1 + floor(random() * 6)::int])
+            WHEN 23 THEN format('SELECT * FROM wallet.statement_between(%L, %L, %L, %L)', pick_id, pick_amount,
+                                pick_id2, (pick_amount % 20000)::int)
+            WHEN 24 THEN format('SELECT wallet.seal(%L)', (pick_amount % 2000000)::int)
             ELSE format('SELECT * FROM wallet.transfer_batch(%L::bigint[], %L::bigint[], %L::bigint[], %L::text[], %L::boolean[])',
                         ARRAY[pick_id, pick_id2, 2, 4], ARRAY[pick_id2, pick_id, 4, 2],
                         ARRAY[pick_amount, 1, pick_amount, 5],
@@ -98,6 +104,9 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM wallet.verify()) THEN
         RAISE EXCEPTION 'verify() not empty after fuzzing';
+    END IF;
+    IF EXISTS (SELECT 1 FROM wallet.verify_postings()) THEN
+        RAISE EXCEPTION 'verify_postings() not empty after fuzzing';
     END IF;
     IF (SELECT count(*) FROM outcomes WHERE sqlstate = 'ok') < 100 THEN
         RAISE EXCEPTION 'the fuzzer hardly ever succeeded: it is not exercising the paths';
