@@ -185,11 +185,20 @@ RETURNS TABLE (seq bigint, occurred_at timestamptz, event_type text,
                counterparty_account_id bigint, amount bigint, balance bigint,
                idempotency_key text, metadata jsonb)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    walk boolean;
 BEGIN
     PERFORM wallet._require_account(account_id);
     PERFORM wallet._require_page(max_rows);
     -- Money events from the account's postings (cut at max_rows) and its chain (the events not
     -- posted yet; see "History paths" in sql/schema.sql), lifecycle events from their index.
+    -- Every chain event comes after every posted one: when the postings fill the page, the chain
+    -- is not walked at all (paging through older history costs a page, not the chain).
+    SELECT count(*) < max_rows INTO walk
+      FROM (SELECT FROM wallet.postings AS p CROSS JOIN LATERAL unnest(p.seqs) AS u (seq)
+             WHERE p.account_id = statement.account_id
+               AND p.last_seq > coalesce(after_seq, 0) AND u.seq > coalesce(after_seq, 0)
+             LIMIT max_rows) AS page;
     RETURN QUERY
         SELECT s.* FROM (
             SELECT m.seq, m.occurred_at, m.event_type,
@@ -208,7 +217,7 @@ BEGIN
                      ORDER BY p.last_seq, u.seq LIMIT max_rows)
                     UNION ALL
                     SELECT c.* FROM wallet._chain(statement.account_id, coalesce(after_seq, 0)) AS c
-                     WHERE c.seq > coalesce(after_seq, 0)) AS m
+                     WHERE walk AND c.seq > coalesce(after_seq, 0)) AS m
             UNION ALL
             (SELECT e.seq, e.occurred_at, e.event_type, NULL::bigint, NULL::bigint,
                     CASE WHEN e.event_type = 'account_opened' THEN 0::bigint

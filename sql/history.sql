@@ -9,15 +9,19 @@ CREATE FUNCTION wallet.balance_at(account_id bigint, at_seq bigint) RETURNS bigi
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     result bigint;
+    walk boolean;
 BEGIN
     PERFORM wallet._require_account(account_id);
     IF at_seq IS NULL THEN
         RAISE EXCEPTION 'invalid argument at_seq: must not be NULL' USING ERRCODE = 'WA016';
     END IF;
     -- The chain walk stops at the first event at or before at_seq; else the postings have it.
+    -- Every chain event is above posted_seq: at or below it, the chain is not walked at all.
+    walk := at_seq > coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0);
     SELECT CASE WHEN m.debit_account_id = balance_at.account_id
                 THEN m.debit_balance ELSE m.credit_balance END INTO result
-      FROM ((SELECT c.* FROM wallet._chain(balance_at.account_id, at_seq) AS c WHERE c.seq <= at_seq)
+      FROM ((SELECT c.* FROM wallet._chain(balance_at.account_id, at_seq) AS c
+              WHERE walk AND c.seq <= at_seq)
             UNION ALL
             (SELECT e.* FROM wallet.events AS e
               WHERE e.seq = (

@@ -221,11 +221,20 @@ RETURNS TABLE (seq bigint, occurred_at timestamptz, event_type text,
                counterparty_account_id bigint, amount bigint, balance bigint,
                idempotency_key text, metadata jsonb)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    walk boolean;
 BEGIN
     PERFORM wallet._require_account(account_id);
     PERFORM wallet._require_page(max_rows);
     -- Money events from the account's postings (cut at max_rows) and its chain (the events not
     -- posted yet; see "History paths" in sql/schema.sql), lifecycle events from their index.
+    -- Every chain event comes after every posted one: when the postings fill the page, the chain
+    -- is not walked at all (paging through older history costs a page, not the chain).
+    SELECT count(*) < max_rows INTO walk
+      FROM (SELECT FROM wallet.postings AS p CROSS JOIN LATERAL unnest(p.seqs) AS u (seq)
+             WHERE p.account_id = statement.account_id
+               AND p.last_seq > coalesce(after_seq, 0) AND u.seq > coalesce(after_seq, 0)
+             LIMIT max_rows) AS page;
     RETURN QUERY
         SELECT s.* FROM (
             SELECT m.seq, m.occurred_at, m.event_type,
@@ -244,7 +253,7 @@ BEGIN
                      ORDER BY p.last_seq, u.seq LIMIT max_rows)
                     UNION ALL
                     SELECT c.* FROM wallet._chain(statement.account_id, coalesce(after_seq, 0)) AS c
-                     WHERE c.seq > coalesce(after_seq, 0)) AS m
+                     WHERE walk AND c.seq > coalesce(after_seq, 0)) AS m
             UNION ALL
             (SELECT e.seq, e.occurred_at, e.event_type, NULL::bigint, NULL::bigint,
                     CASE WHEN e.event_type = 'account_opened' THEN 0::bigint
@@ -267,15 +276,19 @@ CREATE OR REPLACE FUNCTION wallet.balance_at(account_id bigint, at_seq bigint) R
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     result bigint;
+    walk boolean;
 BEGIN
     PERFORM wallet._require_account(account_id);
     IF at_seq IS NULL THEN
         RAISE EXCEPTION 'invalid argument at_seq: must not be NULL' USING ERRCODE = 'WA016';
     END IF;
     -- The chain walk stops at the first event at or before at_seq; else the postings have it.
+    -- Every chain event is above posted_seq: at or below it, the chain is not walked at all.
+    walk := at_seq > coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0);
     SELECT CASE WHEN m.debit_account_id = balance_at.account_id
                 THEN m.debit_balance ELSE m.credit_balance END INTO result
-      FROM ((SELECT c.* FROM wallet._chain(balance_at.account_id, at_seq) AS c WHERE c.seq <= at_seq)
+      FROM ((SELECT c.* FROM wallet._chain(balance_at.account_id, at_seq) AS c
+              WHERE walk AND c.seq <= at_seq)
             UNION ALL
             (SELECT e.* FROM wallet.events AS e
               WHERE e.seq = (
