@@ -34,6 +34,7 @@ GRANT EXECUTE ON FUNCTION
     wallet.verify_chain(bigint, text),
     wallet.verify_postings(),
     wallet._chain(bigint, bigint, timestamptz),
+    wallet._posted_seq(),
     wallet.events_after(bigint, integer),
     wallet.balance_at(bigint, bigint),
     wallet.balance_at_time(bigint, timestamptz),

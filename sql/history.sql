@@ -17,7 +17,7 @@ BEGIN
     END IF;
     -- The chain walk stops at the first event at or before at_seq; else the postings have it.
     -- Every chain event is above posted_seq: at or below it, the chain is not walked at all.
-    walk := at_seq > coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0);
+    walk := at_seq > wallet._posted_seq();
     SELECT CASE WHEN m.debit_account_id = balance_at.account_id
                 THEN m.debit_balance ELSE m.credit_balance END INTO result
       FROM ((SELECT c.* FROM wallet._chain(balance_at.account_id, at_seq) AS c

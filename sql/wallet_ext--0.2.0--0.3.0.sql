@@ -44,6 +44,12 @@ COMMENT ON TABLE wallet.postings IS
     'Each account''s money events up to seal_state.posted_seq (the rest: the accounts'' chains); written by wallet.seal().';
 SELECT pg_catalog.pg_extension_config_dump('wallet.postings', '');
 
+-- How far wallet.postings reaches: seal_state.posted_seq, 0 before the first seal().
+CREATE FUNCTION wallet._posted_seq() RETURNS bigint
+LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0)
+$fn$;
+
 -- The next transaction id to be handed out (Postgres's counter, read under its lock).
 CREATE FUNCTION wallet._next_xid() RETURNS xid8
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'wallet_next_xid';
@@ -77,7 +83,7 @@ CREATE FUNCTION wallet._chain(account_id bigint, above_seq bigint,
 RETURNS SETOF wallet.events
 LANGUAGE sql STABLE AS $fn$
     WITH RECURSIVE posted AS MATERIALIZED (
-        SELECT coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0) AS seq
+        SELECT wallet._posted_seq() AS seq
     ), walk AS (
         SELECT e.* FROM wallet.events AS e
          WHERE e.seq = (SELECT a.last_seq FROM wallet.accounts AS a WHERE a.id = $1)
@@ -174,7 +180,7 @@ CREATE FUNCTION wallet.verify_postings()
 RETURNS TABLE (account_id bigint, seq bigint, problem text)
 LANGUAGE sql STABLE AS $fn$
     WITH posted AS MATERIALIZED (
-        SELECT coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0) AS seq
+        SELECT wallet._posted_seq() AS seq
     ), sides AS MATERIALIZED (
         SELECT v.account_id, e.seq, v.prev,
                lag(e.seq) OVER (PARTITION BY v.account_id ORDER BY e.seq) AS previous
@@ -284,7 +290,7 @@ BEGIN
     END IF;
     -- The chain walk stops at the first event at or before at_seq; else the postings have it.
     -- Every chain event is above posted_seq: at or below it, the chain is not walked at all.
-    walk := at_seq > coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0);
+    walk := at_seq > wallet._posted_seq();
     SELECT CASE WHEN m.debit_account_id = balance_at.account_id
                 THEN m.debit_balance ELSE m.credit_balance END INTO result
       FROM ((SELECT c.* FROM wallet._chain(balance_at.account_id, at_seq) AS c
@@ -350,6 +356,7 @@ COMMENT ON FUNCTION wallet.balance_at_time(bigint, timestamptz) IS
 REVOKE ALL ON TABLE wallet.postings FROM PUBLIC;
 GRANT SELECT ON TABLE wallet.postings TO wallet_reader;
 REVOKE ALL ON FUNCTION wallet._next_xid(), wallet._chain(bigint, bigint, timestamptz),
-    wallet.verify_postings() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION wallet.verify_postings(), wallet._chain(bigint, bigint, timestamptz)
+    wallet._posted_seq(), wallet.verify_postings() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wallet.verify_postings(), wallet._chain(bigint, bigint, timestamptz),
+    wallet._posted_seq()
 TO wallet_reader;

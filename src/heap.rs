@@ -194,6 +194,11 @@ unsafe fn column(rel: pg_sys::Relation, name: &CStr) -> usize {
 /// The paths that write money events through SQL call it first; the direct path checks while
 /// it resolves its catalog (`column`).
 pub fn require_current_schema() {
+    // A cached catalog was resolved on this schema, columns included (and is dropped on any
+    // change of the tables): nothing to look up again.
+    if CATALOG.with(Cell::get).is_some() {
+        return;
+    }
     // SAFETY: syscache look-ups inside a transaction; the table is opened and closed.
     unsafe {
         let ns = pg_sys::get_namespace_oid(c"wallet".as_ptr(), false);
