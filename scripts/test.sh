@@ -14,16 +14,21 @@
 #   8. tests/multinode.sh: cross-node TC/C transfers over three databases on two clusters while
 #      whole servers are killed (kill -9) and restarted; then recovery and the invariants.
 # Prints one closing line "N passed, N failed" and exits non-zero when anything failed.
-# WALLET_TESTS="unit regress concurrency" picks a subset.
+# WALLET_TESTS="unit regress concurrency" (or comma-separated) picks a subset; an unknown name is an error.
 source "$(dirname "$0")/lib.sh"
 
 TEST_PORT="${WALLET_TEST_PORT:-54362}"
-SUITES="${WALLET_TESTS:-unit regress concurrency dump upgrade fuzz client replication multinode}"
+ALL_SUITES="unit regress concurrency dump upgrade fuzz client replication multinode"
+SUITES="${WALLET_TESTS:-$ALL_SUITES}"
+SUITES="${SUITES//,/ }"
 passed=0
 failed=0
 failures=()
 
 selected() { [[ " $SUITES " == *" $1 "* ]]; }
+for name in $SUITES; do
+    [[ " $ALL_SUITES " == *" $name "* ]] || die "unknown suite '$name' in WALLET_TESTS (suites: $ALL_SUITES)"
+done
 
 # suite NAME DESCRIPTION: when NAME is selected, runs the function test_NAME in a subshell that
 # stops at its first failing command, and records whether it passed.
