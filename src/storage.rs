@@ -21,24 +21,6 @@ const BOOL: Oid = pg_sys::BOOLOID;
 const I8_ARRAY: Oid = pg_sys::INT8ARRAYOID;
 const TEXT_ARRAY: Oid = pg_sys::TEXTARRAYOID;
 
-/// The same statement without its lines marked "-- keyed only" (the ON CONFLICT clause:
-/// speculative insertion costs a WAL record per row, and rows without a key cannot conflict).
-macro_rules! unkeyed {
-    ($file:literal) => {{
-        fn sql() -> String {
-            without_keyed_only(include_str!(concat!("../sql/queries/", $file)))
-        }
-        sql
-    }};
-}
-
-fn without_keyed_only(sql: &str) -> String {
-    sql.lines()
-        .filter(|line| !line.trim_end().ends_with("-- keyed only"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 macro_rules! text {
     ($file:literal) => {{
         fn sql() -> String {
@@ -48,56 +30,16 @@ macro_rules! text {
     }};
 }
 
-static TRANSFER_EVENT_KEYED: Kept = Kept {
-    slot: 8,
-    sql: text!("transfer_event_keyed.sql"),
-    args: &[I8, I8, I8, TEXT, I8, I8, TEXT, JSONB, I8, I8, I8],
-    index_only: false,
-};
 static TRANSFER_PRIOR: Kept = Kept {
     slot: 9,
     sql: text!("transfer_prior.sql"),
     args: &[TEXT, JSONB],
     index_only: false,
 };
-static BATCH_LOCK_ACCOUNTS: Kept = Kept {
-    slot: 10,
-    sql: text!("batch_lock_accounts.sql"),
-    args: &[I8_ARRAY],
-    index_only: false,
-};
 static BATCH_PRIOR: Kept = Kept {
     slot: 11,
     sql: text!("batch_prior.sql"),
     args: &[TEXT_ARRAY],
-    index_only: false,
-};
-static BATCH_SEQUENCE: Kept = Kept {
-    slot: 12,
-    sql: text!("batch_sequence.sql"),
-    args: &[I4],
-    index_only: false,
-};
-static BATCH_BALANCES: Kept = Kept {
-    slot: 13,
-    sql: text!("batch_balances.sql"),
-    args: &[I8_ARRAY, I8_ARRAY, I8_ARRAY],
-    index_only: false,
-};
-const BATCH_RECORD_ARGS: &[Oid] = &[
-    I8_ARRAY, I8_ARRAY, I8_ARRAY, I8_ARRAY, TEXT_ARRAY, I8_ARRAY, I8_ARRAY, TEXT_ARRAY, I8_ARRAY,
-    I8_ARRAY,
-];
-static BATCH_RECORD_UNKEYED: Kept = Kept {
-    slot: 14,
-    sql: unkeyed!("batch_record.sql"),
-    args: BATCH_RECORD_ARGS,
-    index_only: false,
-};
-static BATCH_RECORD_KEYED: Kept = Kept {
-    slot: 15,
-    sql: text!("batch_record.sql"),
-    args: BATCH_RECORD_ARGS,
     index_only: false,
 };
 static ACCOUNT_STATE: Kept = Kept {
@@ -189,14 +131,8 @@ static HOLD_RECORD_CANCEL: Kept = Kept {
 /// Every kept statement, so a test can check that no two share a plan slot.
 #[cfg(test)]
 const ALL_KEPT: &[&Kept] = &[
-    &TRANSFER_EVENT_KEYED,
     &TRANSFER_PRIOR,
-    &BATCH_LOCK_ACCOUNTS,
     &BATCH_PRIOR,
-    &BATCH_SEQUENCE,
-    &BATCH_BALANCES,
-    &BATCH_RECORD_UNKEYED,
-    &BATCH_RECORD_KEYED,
     &ACCOUNT_STATE,
     &ACCOUNT_STATE_FOR_UPDATE,
     &SET_STATUS,
@@ -254,7 +190,10 @@ fn account_state(rows: &Rows, row: usize) -> AccountState {
 }
 
 /// Takes a transaction-level advisory lock on the key's hash, so two sessions presenting the
-/// same key run one after the other (see transfer_event_keyed.sql).
+/// same key run one after the other: under READ COMMITTED a concurrent first use of the key by
+/// a single transfer has committed (and is found by the look-up) or rolled back. Batches take
+/// no such lock; the unique index finds their keys when the event is written
+/// (`heap::EventWriter`).
 fn lock_idempotency_key(key: &[u8]) {
     let hash = domain::key_hash(key);
     let folded = ((hash >> 32) ^ hash) as u32 as i32;
@@ -279,7 +218,7 @@ pub struct TransferCall<'a> {
 /// account rows are locked in ascending id order (so two transfers never deadlock each other),
 /// judged by `domain::check_transfer_against` on their locked versions, updated, and the event
 /// is appended: all through `heap` (direct table access, no executor), except the key's
-/// look-up and, for a keyed call, the event's insert, which need ON CONFLICT.
+/// look-up.
 pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
     let r = &call.request;
     if let Some((key, key_datum)) = call.idempotency_key {
@@ -296,12 +235,11 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
     } else {
         (r.credit_account_id, r.debit_account_id)
     };
-    let first = tables
-        .lock_account(first_id)
+    let mut locked = tables
+        .lock_accounts(&[first_id, second_id])
         .map_err(|_| r.concurrent_change())?;
-    let second = tables
-        .lock_account(second_id)
-        .map_err(|_| r.concurrent_change())?;
+    let second = locked.pop().expect("two look-ups");
+    let first = locked.pop().expect("two look-ups");
     let (debit, credit) = if debit_first {
         (first, second)
     } else {
@@ -331,29 +269,11 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
         debit_prev: debit.last_seq,
         credit_prev: credit.last_seq,
     };
-    let Some((_, key_datum)) = call.idempotency_key else {
-        tables.insert_transfer_event(seq, &posted, call.metadata);
-        return Ok(seq);
-    };
-    let rows = conn.execute(
-        &TRANSFER_EVENT_KEYED,
-        &[
-            posted.debit_account_id.into_datum(),
-            posted.credit_account_id.into_datum(),
-            posted.amount.into_datum(),
-            Some(posted.currency),
-            posted.debit_balance.into_datum(),
-            posted.credit_balance.into_datum(),
-            Some(key_datum),
-            call.metadata,
-            seq.into_datum(),
-            posted.debit_prev.into_datum(),
-            posted.credit_prev.into_datum(),
-        ],
-    );
-    // No row: a batch (which takes no advisory lock) committed the key after the look-up above;
-    // only a retry can give the first answer (the error undoes the balances set above).
-    if rows.is_empty() {
+    let key = call.idempotency_key.map(|(_, datum)| datum);
+    if !tables.insert_transfer_event(seq, &posted, key, call.metadata) {
+        // A batch (which takes no advisory lock) committed the key after the look-up above,
+        // or, above READ COMMITTED, a transaction this snapshot cannot see did: only a retry
+        // can give the first answer (the error undoes the balances set above).
         return Err(r.concurrent_change());
     }
     Ok(seq)
@@ -435,28 +355,14 @@ pub fn create_currency(conn: &Connection, code: &str, scale: i32) -> WalletResul
     Ok(rows.get(0, 1).expect("system_account_id"))
 }
 
-/// Posts a batch: locks and reads its accounts (ascending id order), looks its keys up, lets
-/// `batch::judge` apply it in memory, then writes the final balances and the events in two
-/// set-based statements. Returns one result per input transfer, with its transfer id.
+/// Posts a batch: looks its keys up, locks and reads its accounts (ascending id order, the
+/// order single transfers lock in, so neither deadlocks the other), lets `batch::judge` apply it
+/// in memory, then writes the final balances and the events through `heap`, as the single
+/// transfer does. Returns one result per input transfer, with its transfer id.
 pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<Vec<BatchResult>> {
-    heap::require_current_schema();
     let checked = batch::check_arguments(inputs);
-    let mut ids: Vec<i64> = checked
-        .iter()
-        .flatten()
-        .flat_map(|r| [r.debit_account_id, r.credit_account_id])
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let rows = conn.execute(&BATCH_LOCK_ACCOUNTS, &[ids.into_datum()]);
-    let mut accounts: HashMap<i64, AccountState> = HashMap::with_capacity(rows.len());
-    let mut last_seq: HashMap<i64, Option<i64>> = HashMap::with_capacity(rows.len());
-    for row in 0..rows.len() {
-        let account = account_state(&rows, row);
-        last_seq.insert(account.id, rows.get(row, 9));
-        accounts.insert(account.id, account);
-    }
-
+    // Before any row lock, to keep the locks short: a key committed by a concurrent
+    // transaction after this look-up is found by the unique index when the event is written.
     let keys: Vec<&str> = inputs.iter().filter_map(|t| t.idempotency_key).collect();
     let mut prior: HashMap<String, PriorTransfer> = HashMap::new();
     if !keys.is_empty() {
@@ -467,85 +373,78 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
         }
     }
 
+    let mut ids: Vec<i64> = checked
+        .iter()
+        .flatten()
+        .flat_map(|r| [r.debit_account_id, r.credit_account_id])
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let tables = heap::Tables::open(c"a wallet transfer batch");
+    let locked = tables.lock_accounts(&ids).map_err(|heap::Conflict(id)| {
+        let touching = checked
+            .iter()
+            .flatten()
+            .find(|r| r.debit_account_id == id || r.credit_account_id == id);
+        touching
+            .expect("a locked id comes from a transfer")
+            .concurrent_change()
+    })?;
+    let locked: HashMap<i64, heap::LockedAccount> = ids
+        .into_iter()
+        .zip(locked)
+        .filter_map(|(id, account)| Some((id, account?)))
+        .collect();
+    let mut accounts: HashMap<i64, AccountState> = locked
+        .iter()
+        .map(|(&id, account)| (id, account.state.clone()))
+        .collect();
+    let mut last_seq: HashMap<i64, Option<i64>> = locked
+        .iter()
+        .map(|(&id, account)| (id, account.last_seq))
+        .collect();
+
     let judgement = batch::judge(inputs, &checked, &prior, &mut accounts);
     let postings = &judgement.postings;
     let mut seq_of_input: HashMap<usize, i64> = HashMap::with_capacity(postings.len());
     if !postings.is_empty() {
-        // The rows locked above gave this transaction its id before it draws event numbers
-        // (see "Postings" in sql/chain.sql).
-        let rows = conn.execute(&BATCH_SEQUENCE, &[(postings.len() as i32).into_datum()]);
-        let seqs: Vec<i64> = (0..rows.len())
-            .map(|row| rows.get(row, 1).expect("nextval"))
-            .collect();
-        assert_eq!(
-            seqs.len(),
-            postings.len(),
-            "one sequence number per posting"
-        );
-
-        let mut changed: Vec<i64> = postings
-            .iter()
-            .flat_map(|p| [p.request.debit_account_id, p.request.credit_account_id])
-            .collect();
-        changed.sort_unstable();
-        changed.dedup();
+        // Drawn under the row locks, so every account's events are numbered in the order its
+        // balance moved.
+        let seqs: Vec<i64> = postings.iter().map(|_| tables.next_event_seq()).collect();
         let pairs: Vec<(i64, i64)> = postings
             .iter()
             .map(|p| (p.request.debit_account_id, p.request.credit_account_id))
             .collect();
         let links = batch::chain_links(&pairs, &seqs, &mut last_seq);
-        let balances: Vec<i64> = changed.iter().map(|id| accounts[id].balance).collect();
-        let newest: Vec<i64> = changed
-            .iter()
-            .map(|id| last_seq[id].expect("a posting set it"))
-            .collect();
-        let count = changed.len();
-        let rows = conn.execute(
-            &BATCH_BALANCES,
-            &[
-                changed.into_datum(),
-                balances.into_datum(),
-                newest.into_datum(),
-            ],
-        );
-        assert_eq!(rows.len(), count, "every locked account row was updated");
+        let mut changed: Vec<i64> = pairs.iter().flat_map(|&(d, c)| [d, c]).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        for id in &changed {
+            let newest = last_seq[id].expect("a posting set it");
+            tables.set_balance(&locked[id], accounts[id].balance, newest);
+        }
 
-        let keyed = postings
-            .iter()
-            .any(|p| inputs[p.index].idempotency_key.is_some());
-        let record = if keyed {
-            &BATCH_RECORD_KEYED
-        } else {
-            &BATCH_RECORD_UNKEYED
-        };
-        let column =
-            |f: &dyn Fn(&batch::Posting) -> i64| postings.iter().map(f).collect::<Vec<i64>>();
-        let rows = conn.execute(
-            record,
-            &[
-                seqs.clone().into_datum(),
-                column(&|p| p.request.debit_account_id).into_datum(),
-                column(&|p| p.request.credit_account_id).into_datum(),
-                column(&|p| p.request.amount).into_datum(),
-                postings
-                    .iter()
-                    .map(|p| p.currency.as_str())
-                    .collect::<Vec<_>>()
-                    .into_datum(),
-                column(&|p| p.debit_balance).into_datum(),
-                column(&|p| p.credit_balance).into_datum(),
-                postings
-                    .iter()
-                    .map(|p| inputs[p.index].idempotency_key)
-                    .collect::<Vec<_>>()
-                    .into_datum(),
-                links.iter().map(|l| l.0).collect::<Vec<_>>().into_datum(),
-                links.iter().map(|l| l.1).collect::<Vec<_>>().into_datum(),
-            ],
-        );
-        if rows.len() != postings.len() {
-            // A key was committed by a concurrent transaction after this batch looked it up.
-            return Err(postings[0].request.concurrent_change());
+        const ROWS_PER_WRITE: usize = 1000;
+        let mut writer = tables.event_writer(postings.len().min(ROWS_PER_WRITE));
+        for ((posting, &seq), &(debit_prev, credit_prev)) in postings.iter().zip(&seqs).zip(&links)
+        {
+            let r = &posting.request;
+            let posted = heap::Posted {
+                debit_account_id: r.debit_account_id,
+                credit_account_id: r.credit_account_id,
+                amount: r.amount,
+                currency: tables.currency(&locked[&r.debit_account_id]),
+                debit_balance: posting.debit_balance,
+                credit_balance: posting.credit_balance,
+                debit_prev,
+                credit_prev,
+            };
+            let key = inputs[posting.index].idempotency_key;
+            writer.append(seq, &posted, key.into_datum(), None);
+        }
+        if let Some(i) = writer.finish() {
+            // Its key was committed by a concurrent transaction after the look-up above.
+            return Err(postings[i].request.concurrent_change());
         }
         for (posting, seq) in postings.iter().zip(seqs) {
             seq_of_input.insert(posting.index, seq);
@@ -875,14 +774,5 @@ mod tests {
                 .find(|n| code.contains(&format!("${n}")));
             assert_eq!(highest.unwrap_or(0), kept.args.len(), "parameters of {sql}");
         }
-    }
-
-    #[test]
-    fn unkeyed_statements_drop_only_the_on_conflict_line() {
-        let file = include_str!("../sql/queries/batch_record.sql");
-        let unkeyed = without_keyed_only(file);
-        assert!(file.contains("DO NOTHING"));
-        assert!(!unkeyed.contains("DO NOTHING"));
-        assert_eq!(file.lines().count(), unkeyed.lines().count() + 1);
     }
 }

@@ -74,5 +74,37 @@ SELECT wallet.balance(:lena) AS lena, wallet.balance(:mads) AS mads, wallet.bala
 -- Each posted transfer is its own event, with the balances after it.
 SELECT count(*) AS transfer_events, min(credit_balance) AS first_nils_balance
   FROM wallet.events WHERE event_type = 'transfer' AND debit_account_id = :mads AND credit_account_id = :nils;
+-- A batch's events are written up to 1,000 at a time (as COPY does); 2,500 keyed transfers cross
+-- that boundary twice. Each is its own event with its key, the balances after it, and its place
+-- in both accounts' histories; the repeat of the batch answers every one with the same id.
+SELECT wallet.deposit(:lena, 2500) > 0 AS funded, wallet.balance(:lena) AS lena_before \gset
+CREATE TEMP TABLE big AS
+SELECT * FROM wallet.transfer_batch(array_fill(:lena::bigint, ARRAY[2500]),
+                                    array_fill(:nils::bigint, ARRAY[2500]),
+                                    array_fill(1::bigint, ARRAY[2500]),
+                                    ARRAY(SELECT 'big-' || g FROM generate_series(1, 2500) g));
+SELECT result, count(*) FROM big GROUP BY result;
+SELECT count(*) AS events_with_their_key
+  FROM big JOIN wallet.events e ON e.seq = big.transfer_id
+ WHERE e.idempotency_key = 'big-' || big.index AND e.amount = 1;
+WITH e AS (
+    SELECT seq, debit_balance, credit_balance, debit_prev, credit_prev,
+           lag(seq) OVER w AS before, lag(debit_balance) OVER w AS debit_before,
+           row_number() OVER w AS n
+      FROM wallet.events WHERE idempotency_key LIKE 'big-%' WINDOW w AS (ORDER BY seq))
+SELECT bool_and(debit_balance = :lena_before - n) AS lena_balances_step_down,
+       bool_and(n = 1 OR (debit_prev = before AND credit_prev = before)) AS linked_in_order,
+       max(seq) = (SELECT last_seq FROM wallet.accounts WHERE id = :lena) AS newest_is_last
+  FROM e;
+SELECT count(*) AS nils_statement_rows
+  FROM wallet.statement(:nils, (SELECT min(transfer_id) - 1 FROM big), 10000)
+ WHERE idempotency_key LIKE 'big-%';
+SELECT b2.result, count(*), bool_and(b2.transfer_id = big.transfer_id) AS same_ids
+  FROM wallet.transfer_batch(array_fill(:lena::bigint, ARRAY[2500]),
+                             array_fill(:nils::bigint, ARRAY[2500]),
+                             array_fill(1::bigint, ARRAY[2500]),
+                             ARRAY(SELECT 'big-' || g FROM generate_series(1, 2500) g)) b2
+  JOIN big USING (index) GROUP BY b2.result;
+SELECT count(*) AS posting_problems FROM wallet.verify_postings();
 SELECT * FROM wallet.verify();
 SELECT * FROM wallet.trial_balance() WHERE currency IN ('DKK', 'PLN');

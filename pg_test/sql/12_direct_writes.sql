@@ -2,7 +2,8 @@
 -- access methods directly, not through SQL statements (src/heap.rs). What a statement would
 -- have guaranteed must still hold: visibility within a statement and a transaction, savepoints,
 -- index entries when an update is not HOT, TOAST, read-only transactions, REPEATABLE READ
--- conflicts, and no silent bypass of a trigger someone added.
+-- conflicts, idempotency keys first used concurrently, and no silent bypass of a trigger
+-- someone added. Batches (wallet.transfer_batch) write through the same path.
 \set VERBOSITY terse
 SELECT wallet.create_currency('THB') AS thb_system \gset
 SELECT wallet.open_account('THB', 'hana') AS hana \gset
@@ -88,6 +89,54 @@ SELECT wallet.transfer(:hana, :ivo, 1) > 0 AS posted;
 SELECT wallet.balance(:hana) AS hana_after;
 COMMIT;
 
+-- A batch writes through the same path: under REPEATABLE READ an account changed after the
+-- snapshot is 40001 too, naming a transfer on that account; nothing is written.
+SELECT count(*) AS events_before FROM wallet.events \gset
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT wallet.balance(:hana) AS hana_in_snapshot;
+SELECT * FROM dblink(:'here', format('SELECT wallet.transfer(%s, %s, 5) > 0', :ivo, :hana)) AS t (posted boolean);
+SELECT * FROM wallet.transfer_batch(ARRAY[:ivo, :hana]::bigint[], ARRAY[:hana, :ivo]::bigint[], ARRAY[1, 2]::bigint[]);
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+-- An idempotency key first used by a transaction that committed after this one's snapshot:
+-- the look-up cannot see it, the unique index does. Single transfer and batch both answer 40001.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT wallet.balance(:hana) AS hana_in_snapshot;
+SELECT * FROM dblink(:'here', format('SELECT wallet.transfer(%s, %s, 1, %L) > 0', :hana, :ivo, 'rr-key')) AS t (posted boolean);
+SELECT wallet.transfer(:hana, :ivo, 1, 'rr-key');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT wallet.balance(:ivo) AS ivo_in_snapshot;
+SELECT * FROM dblink(:'here', format('SELECT count(*) FROM wallet.transfer_batch(ARRAY[%s]::bigint[], ARRAY[%s]::bigint[], ARRAY[1]::bigint[], ARRAY[%L])', :hana, :ivo, 'rr-batch-key')) AS t (n bigint);
+SELECT * FROM wallet.transfer_batch(ARRAY[:ivo, :hana]::bigint[], ARRAY[:hana, :ivo]::bigint[],
+                                    ARRAY[1, 1]::bigint[], ARRAY[NULL, 'rr-batch-key']);
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+-- The refused calls wrote nothing: only the three calls over dblink did.
+SELECT count(*) - :events_before AS events_written FROM wallet.events;
+-- READ COMMITTED, a key being written by a batch still open elsewhere (on other accounts): the
+-- batch here does not wait for it, it answers 40001 at once; after the other commits, the
+-- first call's retry finds its key.
+SELECT wallet.open_account('THB', 'jun') AS jun \gset
+SELECT wallet.open_account('THB', 'kai') AS kai \gset
+SELECT wallet.deposit(:jun, 10) > 0 AS posted;
+SELECT count(*) AS events_before FROM wallet.events \gset
+SELECT dblink_connect('other', :'here');
+SELECT dblink_exec('other', 'BEGIN');
+SELECT * FROM dblink('other', format('SELECT count(*) FROM wallet.transfer_batch(ARRAY[%s]::bigint[], ARRAY[%s]::bigint[], ARRAY[1]::bigint[], ARRAY[%L])', :hana, :ivo, 'open-key')) AS t (n bigint);
+SELECT * FROM wallet.transfer_batch(ARRAY[:jun]::bigint[], ARRAY[:kai]::bigint[], ARRAY[1]::bigint[], ARRAY['open-key']);
+\echo :LAST_ERROR_SQLSTATE
+SELECT dblink_exec('other', 'COMMIT');
+SELECT dblink_disconnect('other');
+SELECT result FROM wallet.transfer_batch(ARRAY[:hana]::bigint[], ARRAY[:ivo]::bigint[], ARRAY[1]::bigint[], ARRAY['open-key']);
+-- The refused call and the retry wrote nothing (the batch over dblink wrote one event); each
+-- key is in the log once.
+SELECT count(*) - :events_before AS events_written,
+       count(*) FILTER (WHERE idempotency_key IN ('rr-key', 'rr-batch-key', 'open-key')) AS keyed
+  FROM wallet.events;
+SELECT wallet.balance(:jun) AS jun, wallet.balance(:kai) AS kai;
+
 -- A trigger added to a wallet table would be skipped by direct writes: transfers refuse to run
 -- until it is removed (55000), other calls go on.
 CREATE FUNCTION public.noisy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
@@ -102,7 +151,7 @@ DROP TRIGGER noisy ON wallet.accounts;
 DROP FUNCTION public.noisy();
 SELECT wallet.transfer(:hana, :ivo, 1) > 0 AS posted_again;
 
-SELECT wallet.balance(:hana) + wallet.balance(:ivo) AS thb_customers,
+SELECT wallet.balance(:hana) + wallet.balance(:ivo) + wallet.balance(:jun) + wallet.balance(:kai) AS thb_customers,
        wallet.balance(:thb_system) AS thb_system;
 SELECT count(*) AS thb_events, sum(amount) AS thb_moved FROM wallet.events WHERE currency = 'THB';
 SELECT count(*) AS verify_differences FROM wallet.verify();
