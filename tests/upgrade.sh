@@ -148,3 +148,27 @@ DO $$ BEGIN
 END $$;
 SQL
 log "data survived the update (balances, histories, chain head, verify, snapshot); holds, the coordinator and posting work on it"
+
+# The current library on a schema one version behind (0.3.0), before its update: batches (with a
+# rejection, whose id the 0.3.0 wrapper gives as NULL) and keyed transfers work, and the update
+# that follows changes nothing but the wrapper.
+psql_at "$name" "$port" postgres -c "DROP DATABASE IF EXISTS wallet_mid" -c "CREATE DATABASE wallet_mid" >/dev/null
+q wallet_mid -c "CREATE EXTENSION wallet_ext VERSION '0.1.0'" >/dev/null
+q wallet_mid -c "ALTER EXTENSION wallet_ext UPDATE TO '0.3.0'" >/dev/null
+mid_batch="SELECT string_agg(result || ':' || (transfer_id IS NOT NULL), ',' ORDER BY index)
+             FROM wallet.transfer_batch(ARRAY[2, 2, 3]::bigint[], ARRAY[3, 3, 2]::bigint[],
+                                        ARRAY[40, 100, 5]::bigint[], ARRAY['m-1', NULL, NULL])"
+q wallet_mid -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+SELECT wallet.create_currency('EUR');
+SELECT wallet.open_account('EUR', 'a'), wallet.open_account('EUR', 'b');
+SELECT wallet.deposit(2, 50, 'm-dep');
+SELECT wallet.deposit(2, 50, 'm-dep');
+SQL
+[ "$(q wallet_mid -c "$mid_batch")" = "ok:true,insufficient_funds:false,ok:true" ] \
+    || die "a batch on a 0.3.0 schema with the $current library: $(q wallet_mid -c "$mid_batch")"
+q wallet_mid -c "ALTER EXTENSION wallet_ext UPDATE" >/dev/null
+[ "$(q wallet_mid -c "$mid_batch")" = "exists:true,insufficient_funds:false,ok:true" ] \
+    || die "a batch after updating 0.3.0 -> $current: $(q wallet_mid -c "$mid_batch")"
+[ "$(q wallet_mid -c "SELECT wallet.balance(2) || '/' || wallet.balance(3) || '/' || (SELECT count(*) FROM wallet.verify())")" = "20/30/0" ] \
+    || die "balances on the 0.3.0 -> $current database"
+log "the $current library on a 0.3.0 schema: batches and keyed transfers work; the update keeps them"
