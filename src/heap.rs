@@ -296,6 +296,13 @@ pub struct LockedAccount {
     pub last_seq: Option<i64>,
 }
 
+impl LockedAccount {
+    /// The account's currency as stored, a text datum (valid while this value lives).
+    pub fn currency(&self) -> Datum {
+        self.currency
+    }
+}
+
 impl Tables {
     /// Opens `wallet.accounts` for a transfer. `command` names it in Postgres's own refusals.
     pub fn open(command: &CStr) -> Tables {
@@ -447,11 +454,6 @@ impl Tables {
         }
     }
 
-    /// The account's currency as stored, a text datum (valid while `account` lives).
-    pub fn currency(&self, account: &LockedAccount) -> Datum {
-        account.currency
-    }
-
     /// A new event sequence number. Drawn after this transaction has its id (see "Postings"
     /// in sql/chain.sql: wallet.seal() relies on every money event's number being drawn by a
     /// transaction that already has one).
@@ -483,7 +485,7 @@ impl Tables {
             );
             pg_sys::simple_heap_update(self.accounts, &mut (*old).t_self, new);
             if (*(*new).t_data).t_infomask2 as u32 & pg_sys::HEAP_ONLY_TUPLE == 0 {
-                insert_index_entries(self.accounts, new, true);
+                insert_index_entries(self.accounts, new);
             }
             pg_sys::heap_freetuple(new);
         }
@@ -521,8 +523,7 @@ impl Tables {
 pub struct EventWriter {
     columns: EventColumns,
     events: pg_sys::Relation,
-    estate: *mut pg_sys::EState,
-    info: *mut pg_sys::ResultRelInfo,
+    indexes: IndexWriter,
     slots: Vec<*mut pg_sys::TupleTableSlot>,
     /// Slots filled and not written yet.
     used: usize,
@@ -537,11 +538,6 @@ impl EventWriter {
     unsafe fn open(catalog: &Catalog, capacity: usize) -> EventWriter {
         let events =
             pg_sys::table_open(catalog.events, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let estate = pg_sys::CreateExecutorState();
-        let info = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
-            as *mut pg_sys::ResultRelInfo;
-        pg_sys::InitResultRelInfo(info, events, 0, std::ptr::null_mut(), 0);
-        pg_sys::ExecOpenIndices(info, false);
         // A copy of the descriptor is not reference-counted: the slots do not register in the
         // resource owner (see `LockedAccount`).
         let desc = pg_sys::CreateTupleDescCopy((*events).rd_att);
@@ -551,8 +547,7 @@ impl EventWriter {
         EventWriter {
             columns: catalog.event_columns,
             events,
-            estate,
-            info,
+            indexes: IndexWriter::open(events),
             slots,
             used: 0,
             appended: 0,
@@ -641,22 +636,9 @@ impl EventWriter {
             }
             let first = self.appended - self.used;
             for (i, &slot) in self.slots[..self.used].iter().enumerate() {
-                let mut conflict = false;
-                let conflicts = pg_sys::ExecInsertIndexTuples(
-                    self.info,
-                    slot,
-                    self.estate,
-                    false,
-                    true,
-                    &mut conflict,
-                    std::ptr::null_mut(),
-                );
-                if !conflicts.is_null() && self.first_conflict.is_none() {
+                let unique = self.indexes.insert(slot, false, true);
+                if !unique && self.first_conflict.is_none() {
                     self.first_conflict = Some(first + i);
-                }
-                let context = (*self.estate).es_per_tuple_exprcontext;
-                if !context.is_null() {
-                    pg_sys::MemoryContextReset((*context).ecxt_per_tuple_memory);
                 }
                 pg_sys::ExecClearTuple(slot);
             }
@@ -675,13 +657,13 @@ impl EventWriter {
 impl Drop for EventWriter {
     fn drop(&mut self) {
         if !std::thread::panicking() {
-            // SAFETY: made in `open`, released once; the table lock stays to the transaction's end.
+            // SAFETY: made in `open`, released once (the indexes before the table, by hand);
+            // the table lock stays to the transaction's end.
             unsafe {
                 for &slot in &self.slots {
                     pg_sys::ExecDropSingleTupleTableSlot(slot);
                 }
-                pg_sys::ExecCloseIndices(self.info);
-                pg_sys::FreeExecutorState(self.estate);
+                self.indexes.close();
                 pg_sys::table_close(self.events, pg_sys::NoLock as pg_sys::LOCKMODE);
             }
         }
@@ -693,7 +675,7 @@ pub struct Posted {
     pub debit_account_id: i64,
     pub credit_account_id: i64,
     pub amount: i64,
-    /// The currency as stored (`Tables::currency`).
+    /// The currency as stored (`LockedAccount::currency`).
     pub currency: Datum,
     pub debit_balance: i64,
     pub credit_balance: i64,
@@ -715,29 +697,63 @@ impl Drop for Tables {
     }
 }
 
-/// Inserts the index entries of a new heap tuple (an insert, or an update that was not HOT)
-/// into every index of `rel`, as the executor does: unique checks, partial-index predicates and
-/// expressions included.
-unsafe fn insert_index_entries(rel: pg_sys::Relation, tuple: pg_sys::HeapTuple, update: bool) {
-    let estate = pg_sys::CreateExecutorState();
-    let info =
-        pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
-    pg_sys::InitResultRelInfo(info, rel, 0, std::ptr::null_mut(), 0);
-    pg_sys::ExecOpenIndices(info, false);
-    if (*info).ri_NumIndices > 0 {
-        let slot = pg_sys::MakeSingleTupleTableSlot((*rel).rd_att, &pg_sys::TTSOpsHeapTuple);
-        pg_sys::ExecStoreHeapTuple(tuple, slot, false);
-        pg_sys::ExecInsertIndexTuples(
-            info,
+/// The indexes of one table, open for inserting entries as the executor does: unique checks,
+/// partial-index predicates and expressions included.
+struct IndexWriter {
+    estate: *mut pg_sys::EState,
+    info: *mut pg_sys::ResultRelInfo,
+}
+
+impl IndexWriter {
+    unsafe fn open(rel: pg_sys::Relation) -> IndexWriter {
+        let estate = pg_sys::CreateExecutorState();
+        let info = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
+            as *mut pg_sys::ResultRelInfo;
+        pg_sys::InitResultRelInfo(info, rel, 0, std::ptr::null_mut(), 0);
+        pg_sys::ExecOpenIndices(info, false);
+        IndexWriter { estate, info }
+    }
+
+    /// Adds the entries of the heap tuple in `slot` (its tid set; `update`: a new version that
+    /// was not HOT). A key a unique index already holds raises Postgres's unique violation,
+    /// unless `report_duplicates`: then the entry is added all the same (`UNIQUE_CHECK_PARTIAL`,
+    /// as speculative insertion does), this returns false, and the caller must raise an ERROR
+    /// that takes it back.
+    unsafe fn insert(
+        &self,
+        slot: *mut pg_sys::TupleTableSlot,
+        update: bool,
+        report_duplicates: bool,
+    ) -> bool {
+        let mut conflict = false;
+        let conflicts = pg_sys::ExecInsertIndexTuples(
+            self.info,
             slot,
-            estate,
+            self.estate,
             update,
-            false,
-            std::ptr::null_mut(),
+            report_duplicates,
+            &mut conflict,
             std::ptr::null_mut(),
         );
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        let context = (*self.estate).es_per_tuple_exprcontext;
+        if !context.is_null() {
+            pg_sys::MemoryContextReset((*context).ecxt_per_tuple_memory);
+        }
+        conflicts.is_null()
     }
-    pg_sys::ExecCloseIndices(info);
-    pg_sys::FreeExecutorState(estate);
+
+    unsafe fn close(&self) {
+        pg_sys::ExecCloseIndices(self.info);
+        pg_sys::FreeExecutorState(self.estate);
+    }
+}
+
+/// Inserts the index entries of a new version of an account row that was not HOT.
+unsafe fn insert_index_entries(rel: pg_sys::Relation, tuple: pg_sys::HeapTuple) {
+    let indexes = IndexWriter::open(rel);
+    let slot = pg_sys::MakeSingleTupleTableSlot((*rel).rd_att, &pg_sys::TTSOpsHeapTuple);
+    pg_sys::ExecStoreHeapTuple(tuple, slot, false);
+    indexes.insert(slot, true, false);
+    pg_sys::ExecDropSingleTupleTableSlot(slot);
+    indexes.close();
 }

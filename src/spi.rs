@@ -12,7 +12,7 @@ use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::FromDatum;
 
 /// The most parameters any kept statement takes.
-pub const ARGS_MAX: usize = 12;
+pub const ARGS_MAX: usize = 8;
 /// How many kept statements there are (size of the per-backend plan table).
 pub const PLANS_MAX: usize = 32;
 
