@@ -66,7 +66,6 @@ pub struct Posting {
     /// Index of the transfer in the batch.
     pub index: usize,
     pub request: TransferRequest,
-    pub currency: String,
     pub debit_balance: i64,
     pub credit_balance: i64,
 }
@@ -225,7 +224,6 @@ impl<'a> Ledger<'_, 'a> {
         if let Err(e) = domain::check_transfer_against(&request, debit, credit) {
             return BatchResult::Rejected(e);
         }
-        let currency = debit.expect("checked").currency.clone();
         let debit_balance = self.apply(request.debit_account_id, -request.amount);
         let credit_balance = self.apply(request.credit_account_id, request.amount);
         if let Some(key) = input.idempotency_key {
@@ -234,7 +232,6 @@ impl<'a> Ledger<'_, 'a> {
         postings.push(Posting {
             index,
             request,
-            currency,
             debit_balance,
             credit_balance,
         });

@@ -268,6 +268,11 @@ pub struct Tables {
     accounts_pkey: pg_sys::Relation,
 }
 
+/// `Tables::lock_accounts` finds its rows by a sequential scan when there are at least this many
+/// ids per page of wallet.accounts. An index look-up costs about 1 µs per id, reading a page
+/// about 1-3 µs (bench/RESULTS.md, section 3).
+const SCAN_IDS_PER_PAGE: u64 = 3;
+
 /// A tuple slot, dropped (and its buffer pin released) with this value.
 struct Slot(*mut pg_sys::TupleTableSlot);
 
@@ -336,11 +341,53 @@ impl Tables {
         }
     }
 
-    /// Finds accounts `ids` (ascending, distinct) through the primary key and locks their rows
-    /// (FOR NO KEY UPDATE) in that order, with one index scan restarted per id. `None` for an id
-    /// with no account. `Conflict` names the account whose row could not be locked.
+    /// Finds accounts `ids` (ascending, distinct) and locks their rows (FOR NO KEY UPDATE) in that
+    /// order. `None` for an id with no account. `Conflict` names the account whose row could not
+    /// be locked.
+    ///
+    /// All rows are found before the first is locked, so a batch waiting for another's locks has
+    /// already done its look-ups; a row updated meanwhile is followed to its newest version when
+    /// it is locked (READ COMMITTED) or is a conflict (above it), as when found and locked at once.
+    /// When the ids outnumber the table's pages `SCAN_IDS_PER_PAGE` times over, one sequential
+    /// pass over the table finds them for less than an index descent per id (a batch touching most
+    /// accounts); SERIALIZABLE keeps the index, whose predicate locks cover only the keys read.
     pub fn lock_accounts(&self, ids: &[i64]) -> Result<Vec<Option<LockedAccount>>, Conflict> {
         debug_assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending, distinct");
+        // SAFETY: the relation is open and locked; XactIsoLevel is read in the backend's thread.
+        let (pages, serializable) = unsafe {
+            (
+                pg_sys::RelationGetNumberOfBlocksInFork(
+                    self.accounts,
+                    pg_sys::ForkNumber::MAIN_FORKNUM,
+                ),
+                pg_sys::XactIsoLevel == pg_sys::XACT_SERIALIZABLE as c_int,
+            )
+        };
+        let scan = !serializable && ids.len() as u64 >= u64::from(pages) * SCAN_IDS_PER_PAGE;
+        let tids = if scan {
+            self.find_by_scan(ids)
+        } else {
+            self.find_by_index(ids)
+        };
+        // SAFETY: the slot belongs to wallet.accounts and is dropped by its guard.
+        let slot = unsafe {
+            Slot(pg_sys::table_slot_create(
+                self.accounts,
+                std::ptr::null_mut(),
+            ))
+        };
+        ids.iter()
+            .zip(tids)
+            .map(|(&id, tid)| match tid {
+                None => Ok(None),
+                Some(tid) => self.lock_found(slot.0, tid).map_err(|_| Conflict(id)),
+            })
+            .collect()
+    }
+
+    /// The tid of the version of each of `ids` this snapshot sees, by one `accounts_pkey` scan
+    /// restarted per id.
+    fn find_by_index(&self, ids: &[i64]) -> Vec<Option<pg_sys::ItemPointerData>> {
         // SAFETY: relations are open and locked; the scan and the slot are released by their
         // guards.
         let (scan, slot) = unsafe {
@@ -360,40 +407,69 @@ impl Tables {
         };
         ids.iter()
             .map(|&id| {
-                self.lock_account(&scan, slot.0, id)
-                    .map_err(|_| Conflict(id))
+                // SAFETY: the scan belongs to accounts_pkey; the slot to wallet.accounts.
+                unsafe {
+                    let mut key = MaybeUninit::<pg_sys::ScanKeyData>::zeroed();
+                    pg_sys::ScanKeyInit(
+                        key.as_mut_ptr(),
+                        1,
+                        pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                        pg_sys::Oid::from(pg_sys::F_INT8EQ),
+                        Datum::from(id),
+                    );
+                    pg_sys::index_rescan(scan.0, key.as_mut_ptr(), 1, std::ptr::null_mut(), 0);
+                    let found = pg_sys::index_getnext_slot(
+                        scan.0,
+                        pg_sys::ScanDirection::ForwardScanDirection,
+                        slot.0,
+                    );
+                    let tid = (*slot.0).tts_tid;
+                    pg_sys::ExecClearTuple(slot.0);
+                    found.then_some(tid)
+                }
             })
             .collect()
     }
 
-    fn lock_account(
+    /// The tid of the version of each of `ids` this snapshot sees, by one sequential scan of
+    /// wallet.accounts (page at a time, as a SeqScan node reads it).
+    fn find_by_scan(&self, ids: &[i64]) -> Vec<Option<pg_sys::ItemPointerData>> {
+        let mut tids = vec![None; ids.len()];
+        let id_column = self.catalog.account_columns.id as i32 + 1;
+        // SAFETY: the relation is open and locked; the scan is ended below or by the abort.
+        unsafe {
+            let desc = (*self.accounts).rd_att;
+            let scan = pg_sys::table_beginscan(
+                self.accounts,
+                pg_sys::GetActiveSnapshot(),
+                0,
+                std::ptr::null_mut(),
+            );
+            loop {
+                let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+                if tuple.is_null() {
+                    break;
+                }
+                let mut null = false;
+                let id = pg_sys::heap_getattr(tuple, id_column, desc, &mut null).value() as i64;
+                if let Ok(i) = ids.binary_search(&id) {
+                    tids[i] = Some((*tuple).t_self);
+                }
+            }
+            pg_sys::table_endscan(scan);
+        }
+        tids
+    }
+
+    /// Locks the row version at `tid` (found by this snapshot) and reads it.
+    fn lock_found(
         &self,
-        scan: &IndexScan,
         slot: *mut pg_sys::TupleTableSlot,
-        id: i64,
+        mut tid: pg_sys::ItemPointerData,
     ) -> Result<Option<LockedAccount>, ()> {
-        // SAFETY: the scan belongs to accounts_pkey; the slot belongs to wallet.accounts.
+        // SAFETY: the slot belongs to wallet.accounts; tid was read by this snapshot.
         unsafe {
             let snapshot = pg_sys::GetActiveSnapshot();
-            let mut key = MaybeUninit::<pg_sys::ScanKeyData>::zeroed();
-            pg_sys::ScanKeyInit(
-                key.as_mut_ptr(),
-                1,
-                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-                pg_sys::Oid::from(pg_sys::F_INT8EQ),
-                Datum::from(id),
-            );
-            pg_sys::index_rescan(scan.0, key.as_mut_ptr(), 1, std::ptr::null_mut(), 0);
-            let found = pg_sys::index_getnext_slot(
-                scan.0,
-                pg_sys::ScanDirection::ForwardScanDirection,
-                slot,
-            );
-            let mut tid = (*slot).tts_tid;
-            pg_sys::ExecClearTuple(slot);
-            if !found {
-                return Ok(None);
-            }
             let transaction_snapshot =
                 pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int;
             let flags = if transaction_snapshot {
