@@ -55,8 +55,6 @@ GRANT EXECUTE ON FUNCTION
     wallet.deposit(bigint, bigint, text, jsonb),
     wallet.withdraw(bigint, bigint, text, jsonb),
     wallet.transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]),
-    wallet._transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]),
-    wallet._batch_result_name(bigint),
     wallet.seal(integer),
     wallet._require_max_events(integer),
     wallet.refresh_read_side(integer),

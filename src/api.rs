@@ -267,53 +267,104 @@ fn i64_array_arg(fcinfo: FunctionCallInfo, n: usize) -> Option<Vec<Option<i64>>>
     Some(array.iter().collect())
 }
 
+/// Reads the arguments of a batch (both entry points take the same five) and posts it.
+fn post_batch(fcinfo: FunctionCallInfo) -> WalletResult<Vec<crate::batch::BatchResult>> {
+    let debits = required(i64_array_arg(fcinfo, 0), "debit_account_ids")?;
+    let credits = required(i64_array_arg(fcinfo, 1), "credit_account_ids")?;
+    let amounts = required(i64_array_arg(fcinfo, 2), "amounts")?;
+    let keys: Option<pgrx::Array<&str>> = arg(fcinfo, 3);
+    let keys: Option<Vec<Option<&str>>> = keys.as_ref().map(|a| a.iter().collect());
+    let linked: Option<pgrx::Array<bool>> = arg(fcinfo, 4);
+    let linked: Option<Vec<Option<bool>>> = linked.map(|a| a.iter().collect());
+    let n = debits.len();
+    let lengths_match = credits.len() == n
+        && amounts.len() == n
+        && keys.as_ref().is_none_or(|k| k.len() == n)
+        && linked.as_ref().is_none_or(|l| l.len() == n);
+    if !lengths_match {
+        return Err(WalletError::InvalidArgument {
+            argument: "transfers",
+            reason: "the arrays must all have the same length".into(),
+        });
+    }
+    if n > crate::batch::BATCH_TRANSFERS_MAX {
+        return Err(WalletError::InvalidArgument {
+            argument: "transfers",
+            reason: format!(
+                "a batch carries at most {} transfers, got {n}",
+                crate::batch::BATCH_TRANSFERS_MAX
+            ),
+        });
+    }
+    let inputs: Vec<crate::batch::BatchInput> = (0..n)
+        .map(|i| crate::batch::BatchInput {
+            debit_account_id: debits[i],
+            credit_account_id: credits[i],
+            amount: amounts[i],
+            idempotency_key: keys.as_ref().and_then(|k| k[i]),
+            linked: linked.as_ref().and_then(|l| l[i]).unwrap_or(false),
+        })
+        .collect();
+    let conn = Connection::open();
+    storage::transfer_batch(&conn, &inputs)
+    // The results are returned after SPI_finish (when `conn` is dropped): memory allocated
+    // while connected belongs to SPI and is freed with the connection.
+}
+
+/// Returns a batch's results as the rows of a materialized set-returning function:
+/// (index integer, result text, transfer_id bigint), one per transfer, in input order.
+fn put_batch_rows(fcinfo: FunctionCallInfo, results: &[crate::batch::BatchResult]) {
+    // SAFETY: called by an entry point declared in api.sql as RETURNS TABLE (index integer,
+    // result text, transfer_id bigint); InitMaterializedSRF refuses a caller that cannot take a
+    // tuplestore, and builds the store and its descriptor in the query's memory.
+    unsafe {
+        pg_sys::InitMaterializedSRF(fcinfo, 0);
+        let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+        let (store, desc) = ((*rsinfo).setResult, (*rsinfo).setDesc);
+        // One text datum per result name, made when first needed.
+        let mut names: Vec<(&'static str, Datum)> = Vec::new();
+        for (i, result) in results.iter().enumerate() {
+            let name = result.code().1;
+            let text = match names.iter().find(|(n, _)| *n == name) {
+                Some(&(_, datum)) => datum,
+                None => {
+                    let datum = name.into_datum().expect("text");
+                    names.push((name, datum));
+                    datum
+                }
+            };
+            let id = result.transfer_id();
+            let mut values = [
+                Datum::from(i as i32 + 1),
+                text,
+                Datum::from(id.unwrap_or(0)),
+            ];
+            let mut nulls = [false, false, id.is_none()];
+            pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        }
+    }
+}
+
+// wallet.transfer_batch (0.5.0 on): one row per transfer, put straight into the tuplestore of a
+// materialized set-returning function.
+entry_point!(
+    wallet_transfer_batch_rows,
+    pg_finfo_wallet_transfer_batch_rows,
+    |fcinfo| {
+        let results = post_batch(fcinfo)?;
+        put_batch_rows(fcinfo, &results);
+        Ok(Some(Datum::from(0usize)))
+    }
+);
+
+// wallet._transfer_batch, the array behind the PL/pgSQL wallet.transfer_batch of 0.2.0 to 0.4.0:
+// kept so that this library serves a database not yet updated (ALTER EXTENSION ... UPDATE).
 entry_point!(
     wallet_transfer_batch,
     pg_finfo_wallet_transfer_batch,
     |fcinfo| {
-        let debits = required(i64_array_arg(fcinfo, 0), "debit_account_ids")?;
-        let credits = required(i64_array_arg(fcinfo, 1), "credit_account_ids")?;
-        let amounts = required(i64_array_arg(fcinfo, 2), "amounts")?;
-        let keys: Option<pgrx::Array<&str>> = arg(fcinfo, 3);
-        let keys: Option<Vec<Option<&str>>> = keys.as_ref().map(|a| a.iter().collect());
-        let linked: Option<pgrx::Array<bool>> = arg(fcinfo, 4);
-        let linked: Option<Vec<Option<bool>>> = linked.map(|a| a.iter().collect());
-        let n = debits.len();
-        let lengths_match = credits.len() == n
-            && amounts.len() == n
-            && keys.as_ref().is_none_or(|k| k.len() == n)
-            && linked.as_ref().is_none_or(|l| l.len() == n);
-        if !lengths_match {
-            return Err(WalletError::InvalidArgument {
-                argument: "transfers",
-                reason: "the arrays must all have the same length".into(),
-            });
-        }
-        if n > crate::batch::BATCH_TRANSFERS_MAX {
-            return Err(WalletError::InvalidArgument {
-                argument: "transfers",
-                reason: format!(
-                    "a batch carries at most {} transfers, got {n}",
-                    crate::batch::BATCH_TRANSFERS_MAX
-                ),
-            });
-        }
-        let inputs: Vec<crate::batch::BatchInput> = (0..n)
-            .map(|i| crate::batch::BatchInput {
-                debit_account_id: debits[i],
-                credit_account_id: credits[i],
-                amount: amounts[i],
-                idempotency_key: keys.as_ref().and_then(|k| k[i]),
-                linked: linked.as_ref().and_then(|l| l[i]).unwrap_or(false),
-            })
-            .collect();
-        // The result array must be built after SPI_finish: memory allocated while connected
-        // belongs to SPI and is freed with the connection.
-        let results = {
-            let conn = Connection::open();
-            storage::transfer_batch(&conn, &inputs)?
-        };
-        // Two numbers per transfer: result code and transfer id (NULL when none); see api.sql.
+        let results = post_batch(fcinfo)?;
+        // Two numbers per transfer: result code and transfer id (NULL when none).
         let encoded: Vec<Option<i64>> = results
             .iter()
             .flat_map(|r| [Some(r.code().0), r.transfer_id()])

@@ -61,6 +61,13 @@ SELECT * FROM wallet.transfer_batch(NULL, ARRAY[:mads]::bigint[], ARRAY[1]::bigi
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS empty_batch FROM wallet.transfer_batch('{}', '{}', '{}');
 
+-- A set-returning function: in the select list as well, one row per transfer (rolled back).
+BEGIN;
+SELECT (r).index, (r).result, (r).transfer_id IS NOT NULL AS has_id
+  FROM (SELECT wallet.transfer_batch(ARRAY[:lena, :lena]::bigint[], ARRAY[:mads, :lena]::bigint[],
+                                     ARRAY[1, 1]::bigint[]) AS r) AS rows;
+ROLLBACK;
+
 -- The largest batch, 10,000 transfers, in one call.
 SELECT result, count(*)
   FROM wallet.transfer_batch(array_fill(:lena::bigint, ARRAY[10000]),
