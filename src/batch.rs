@@ -66,6 +66,8 @@ pub struct Posting {
     /// Index of the transfer in the batch.
     pub index: usize,
     pub request: TransferRequest,
+    /// Its currency, an index into `Judgement::currencies`.
+    pub currency: usize,
     pub debit_balance: i64,
     pub credit_balance: i64,
 }
@@ -78,6 +80,8 @@ pub struct Judgement {
     pub results: Vec<BatchResult>,
     /// Transfers to record, in input order.
     pub postings: Vec<Posting>,
+    /// The currencies of the postings, each once.
+    pub currencies: Vec<String>,
 }
 
 /// Checks that need no stored state, per transfer, in the single-call precedence.
@@ -108,11 +112,13 @@ pub fn judge<'a>(
     let mut judgement = Judgement {
         results: Vec::with_capacity(n),
         postings: Vec::new(),
+        currencies: Vec::new(),
     };
     let mut ledger = Ledger {
         accounts,
         posted_keys: HashMap::new(),
         undo: Vec::new(),
+        currencies: Vec::new(),
     };
     let mut start = 0;
     while start < n {
@@ -165,6 +171,7 @@ pub fn judge<'a>(
         }
         start = end + 1;
     }
+    judgement.currencies = ledger.currencies;
     judgement
 }
 
@@ -173,6 +180,8 @@ struct Ledger<'m, 'a> {
     accounts: &'m mut HashMap<i64, AccountState>,
     posted_keys: HashMap<&'a str, (usize, TransferRequest)>,
     undo: Vec<(i64, i64)>,
+    /// Currencies seen so far (a batch has few: a linear search beats hashing).
+    currencies: Vec<String>,
 }
 
 impl<'a> Ledger<'_, 'a> {
@@ -224,6 +233,14 @@ impl<'a> Ledger<'_, 'a> {
         if let Err(e) = domain::check_transfer_against(&request, debit, credit) {
             return BatchResult::Rejected(e);
         }
+        let name = &debit.expect("checked").currency;
+        let currency = match self.currencies.iter().position(|c| c == name) {
+            Some(i) => i,
+            None => {
+                self.currencies.push(name.clone());
+                self.currencies.len() - 1
+            }
+        };
         let debit_balance = self.apply(request.debit_account_id, -request.amount);
         let credit_balance = self.apply(request.credit_account_id, request.amount);
         if let Some(key) = input.idempotency_key {
@@ -232,6 +249,7 @@ impl<'a> Ledger<'_, 'a> {
         postings.push(Posting {
             index,
             request,
+            currency,
             debit_balance,
             credit_balance,
         });
@@ -493,5 +511,25 @@ mod tests {
         let codes = run(&inputs, &mut state);
         assert_eq!(codes, ["linked_event_failed", "insufficient_funds", "ok"]);
         assert_eq!(state[&2].balance, 10);
+    }
+
+    #[test]
+    fn each_posting_names_its_currency_once_per_batch() {
+        let mut state = accounts(&[(1, 100), (2, 0), (3, 100), (4, 0)]);
+        for id in [3, 4] {
+            state.get_mut(&id).unwrap().currency = "USD".into();
+        }
+        let inputs = [t(1, 2, 5), t(3, 4, 5), t(2, 1, 1), t(1, 3, 1), t(4, 3, 1)];
+        let checked = check_arguments(&inputs);
+        let judgement = judge(&inputs, &checked, &HashMap::new(), &mut state);
+        let codes: Vec<&str> = judgement.results.iter().map(|r| r.code().1).collect();
+        assert_eq!(codes, ["ok", "ok", "ok", "currency_mismatch", "ok"]);
+        assert_eq!(judgement.currencies, ["EUR", "USD"]);
+        let named: Vec<&str> = judgement
+            .postings
+            .iter()
+            .map(|p| judgement.currencies[p.currency].as_str())
+            .collect();
+        assert_eq!(named, ["EUR", "USD", "EUR", "USD"]);
     }
 }

@@ -390,12 +390,8 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
             .expect("a locked id comes from a transfer")
             .concurrent_change()
     })?;
-    // Beside `ids` (ascending): looked up by binary search, a few cache lines per probe, where a
-    // map of whole rows missed the cache on most look-ups (perf, bench/RESULTS.md section 3).
-    let locked_at = |id: i64| {
-        let i = ids.binary_search(&id).expect("a locked id");
-        locked[i].as_ref().expect("an account that exists")
-    };
+    // `locked` stays beside `ids` (ascending) and is walked in that order, where a map of whole
+    // rows missed the cache on most look-ups (perf, bench/RESULTS.md section 3).
     let mut accounts: HashMap<i64, AccountState> = ids
         .iter()
         .zip(&locked)
@@ -422,11 +418,22 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
         let mut changed: Vec<i64> = pairs.iter().flat_map(|&(d, c)| [d, c]).collect();
         changed.sort_unstable();
         changed.dedup();
+        // `changed` is a subset of `ids`, both ascending.
+        let mut rows = ids.iter().zip(&locked);
         for id in &changed {
+            let (_, row) = rows
+                .find(|(locked_id, _)| *locked_id == id)
+                .expect("a changed account was locked");
+            let row = row.as_ref().expect("a changed account exists");
             let newest = last_seq[id].expect("a posting set it");
-            tables.set_balance(locked_at(*id), accounts[id].balance, newest);
+            tables.set_balance(row, accounts[id].balance, newest);
         }
 
+        let currencies: Vec<Datum> = judgement
+            .currencies
+            .iter()
+            .map(|c| c.as_str().into_datum().expect("text"))
+            .collect();
         const ROWS_PER_WRITE: usize = 1000;
         let mut writer = tables.event_writer(postings.len().min(ROWS_PER_WRITE));
         for ((posting, &seq), &(debit_prev, credit_prev)) in postings.iter().zip(&seqs).zip(&links)
@@ -436,7 +443,7 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
                 debit_account_id: r.debit_account_id,
                 credit_account_id: r.credit_account_id,
                 amount: r.amount,
-                currency: locked_at(r.debit_account_id).currency(),
+                currency: currencies[posting.currency],
                 debit_balance: posting.debit_balance,
                 credit_balance: posting.credit_balance,
                 debit_prev,
