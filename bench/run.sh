@@ -26,7 +26,7 @@ HERE="$REPO_ROOT/bench"
 ensure_toolchain
 WALLET_RELEASE=1 install_extension
 log "starting the bench cluster on port $PORT"
-cluster_start bench "$PORT" shared_buffers=1GB max_wal_size=8GB checkpoint_timeout=30min \
+cluster_start bench "$PORT" shared_buffers=1GB max_wal_size=8GB min_wal_size=4GB checkpoint_timeout=30min \
     wal_buffers=64MB fsync=on
 psql_at bench "$PORT" postgres -c "CREATE DATABASE bench"
 log "loading accounts"
@@ -67,6 +67,11 @@ run() {
     esac
     local tag="$system-$workload-$sync-$rep" before after
     rm -f "$OUT"/log.*
+    # Every run starts just after a checkpoint, with the WAL segments the previous runs filled
+    # recycled for it: none of it pays for a checkpoint begun by another run, or for creating
+    # (zero-filling) new segments, which a server in steady state does not do (measured at 6-12%
+    # of a batch run's samples without it, bench/RESULTS.md section 3).
+    psql_at bench "$PORT" bench -qc "CHECKPOINT"
     before="$(cluster_ticks)"
     PGOPTIONS="-c synchronous_commit=$sync" "$PG_BIN/pgbench" -n -M prepared \
         -h "$(cluster_socket bench)" -p "$PORT" -U postgres -c "$clients" -j "$clients" \
