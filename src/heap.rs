@@ -12,9 +12,11 @@
 //! * visibility: a command counter increment and the transaction snapshot (a fresh one under
 //!   READ COMMITTED, the transaction's own above it) pushed as the active snapshot, exactly as
 //!   SPI does before a statement, so a transfer sees everything its transaction did before;
-//! * row locking: each account row is found through `accounts_pkey` and locked `FOR NO KEY
-//!   UPDATE` in ascending id order. Under READ COMMITTED a row updated concurrently is followed
-//!   to its newest version and locked there (what UPDATE's EvalPlanQual does); the guards are
+//! * row locking: each account row is found through `accounts_pkey` (or, for a batch with many
+//!   accounts per page of the table, by one sequential scan, as a planner would choose) and
+//!   locked `FOR NO KEY UPDATE` in ascending id order. Under READ COMMITTED a row updated
+//!   concurrently is followed to its newest version and locked there (what UPDATE's
+//!   EvalPlanQual does); the guards are
 //!   evaluated on that locked version, in Rust, by `domain::check_transfer_against`. Under
 //!   REPEATABLE READ and SERIALIZABLE a concurrent update is a serialization failure (40001);
 //!   the index scan takes SERIALIZABLE's predicate locks and the heap update checks for
