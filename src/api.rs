@@ -305,10 +305,10 @@ fn post_batch(fcinfo: FunctionCallInfo) -> WalletResult<Vec<crate::batch::BatchR
             linked: linked.as_ref().and_then(|l| l[i]).unwrap_or(false),
         })
         .collect();
+    // The results are Rust values, used after SPI_finish (when `conn` is dropped): anything
+    // palloc'd for the caller must be made then, not while connected (SPI frees its memory).
     let conn = Connection::open();
     storage::transfer_batch(&conn, &inputs)
-    // The results are returned after SPI_finish (when `conn` is dropped): memory allocated
-    // while connected belongs to SPI and is freed with the connection.
 }
 
 /// Returns a batch's results as the rows of a materialized set-returning function:

@@ -16,9 +16,9 @@
 //!   accounts per page of the table, by one sequential scan, as a planner would choose) and
 //!   locked `FOR NO KEY UPDATE` in ascending id order. Under READ COMMITTED a row updated
 //!   concurrently is followed to its newest version and locked there (what UPDATE's
-//!   EvalPlanQual does); the guards are
-//!   evaluated on that locked version, in Rust, by `domain::check_transfer_against`. Under
-//!   REPEATABLE READ and SERIALIZABLE a concurrent update is a serialization failure (40001);
+//!   EvalPlanQual does); the guards are evaluated on that locked version, in Rust, by
+//!   `domain::check_transfer_against`. Under REPEATABLE READ and SERIALIZABLE a concurrent
+//!   update is a serialization failure (40001);
 //!   the index scan takes SERIALIZABLE's predicate locks and the heap update checks for
 //!   conflicts, as in the executor;
 //! * writes: `heap_update` (HOT whenever the page has room, as no index covers a balance; when it
