@@ -356,27 +356,28 @@ impl Tables {
     pub fn lock_accounts(&self, ids: &[i64]) -> Result<Vec<Option<LockedAccount>>, Conflict> {
         debug_assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending, distinct");
         // SAFETY: the relation is open and locked; XactIsoLevel is read in the backend's thread.
-        let (pages, serializable) = unsafe {
-            (
-                pg_sys::RelationGetNumberOfBlocksInFork(
-                    self.accounts,
-                    pg_sys::ForkNumber::MAIN_FORKNUM,
-                ),
-                pg_sys::XactIsoLevel == pg_sys::XACT_SERIALIZABLE as c_int,
-            )
-        };
-        let scan = !serializable && ids.len() as u64 >= u64::from(pages) * SCAN_IDS_PER_PAGE;
-        let tids = if scan {
-            self.find_by_scan(ids)
-        } else {
-            self.find_by_index(ids)
-        };
+        // Fewer ids than SCAN_IDS_PER_PAGE (a single transfer) never scan a table that has an
+        // account, so they skip counting its pages (outside recovery, a seek on its file).
+        let scan = ids.len() as u64 >= SCAN_IDS_PER_PAGE
+            && unsafe {
+                pg_sys::XactIsoLevel != pg_sys::XACT_SERIALIZABLE as c_int
+                    && ids.len() as u64
+                        >= u64::from(pg_sys::RelationGetNumberOfBlocksInFork(
+                            self.accounts,
+                            pg_sys::ForkNumber::MAIN_FORKNUM,
+                        )) * SCAN_IDS_PER_PAGE
+            };
         // SAFETY: the slot belongs to wallet.accounts and is dropped by its guard.
         let slot = unsafe {
             Slot(pg_sys::table_slot_create(
                 self.accounts,
                 std::ptr::null_mut(),
             ))
+        };
+        let tids = if scan {
+            self.find_by_scan(ids)
+        } else {
+            self.find_by_index(ids, slot.0)
         };
         ids.iter()
             .zip(tids)
@@ -388,24 +389,21 @@ impl Tables {
     }
 
     /// The tid of the version of each of `ids` this snapshot sees, by one `accounts_pkey` scan
-    /// restarted per id.
-    fn find_by_index(&self, ids: &[i64]) -> Vec<Option<pg_sys::ItemPointerData>> {
-        // SAFETY: relations are open and locked; the scan and the slot are released by their
-        // guards.
-        let (scan, slot) = unsafe {
-            (
-                IndexScan(pg_sys::index_beginscan(
-                    self.accounts,
-                    self.accounts_pkey,
-                    pg_sys::GetActiveSnapshot(),
-                    1,
-                    0,
-                )),
-                Slot(pg_sys::table_slot_create(
-                    self.accounts,
-                    std::ptr::null_mut(),
-                )),
-            )
+    /// restarted per id. `slot` (of wallet.accounts) is left empty.
+    fn find_by_index(
+        &self,
+        ids: &[i64],
+        slot: *mut pg_sys::TupleTableSlot,
+    ) -> Vec<Option<pg_sys::ItemPointerData>> {
+        // SAFETY: relations are open and locked; the scan is ended by its guard.
+        let scan = unsafe {
+            IndexScan(pg_sys::index_beginscan(
+                self.accounts,
+                self.accounts_pkey,
+                pg_sys::GetActiveSnapshot(),
+                1,
+                0,
+            ))
         };
         ids.iter()
             .map(|&id| {
@@ -423,10 +421,10 @@ impl Tables {
                     let found = pg_sys::index_getnext_slot(
                         scan.0,
                         pg_sys::ScanDirection::ForwardScanDirection,
-                        slot.0,
+                        slot,
                     );
-                    let tid = (*slot.0).tts_tid;
-                    pg_sys::ExecClearTuple(slot.0);
+                    let tid = (*slot).tts_tid;
+                    pg_sys::ExecClearTuple(slot);
                     found.then_some(tid)
                 }
             })
