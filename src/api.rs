@@ -1,117 +1,60 @@
-//! The SQL API's C entry points, declared in `sql/api.sql`. Each one reads its arguments, checks
-//! what needs no stored state (domain), calls storage, and returns one datum.
-//!
-//! Why not `#[pg_extern]`: a rejection must carry its own SQLSTATE (class WA), and pgrx can only
-//! raise the codes Postgres defines. So each entry point runs its body under pgrx's guard (which
-//! turns Rust panics and Postgres errors into ordinary Postgres errors, as `#[pg_extern]` does)
-//! and, once the guard has returned and every Rust value is dropped, raises a rejection itself.
+//! The SQL API's C entry points, declared in `sql/api.sql` and `sql/holds.sql`. Each one reads
+//! its arguments (`args.rs`), checks what needs no stored state (`wallet_core`), calls a command
+//! (`commands.rs`, `holds.rs`) and returns one datum.
 
-use pgrx::pg_sys::{self, Datum, FunctionCallInfo};
-use pgrx::{FromDatum, IntoDatum};
+use pgrx::pg_sys::{self, Datum};
+use pgrx::IntoDatum;
+use wallet_core::account::StatusCommand;
+use wallet_core::batch::{BatchInput, BatchResult};
+use wallet_core::limits::{BATCH_TRANSFERS_MAX, METADATA_SIZE_MAX, OWNER_LENGTH_MAX};
+use wallet_core::{hold, transfer};
 
-use crate::domain::{self, StatusCommand};
-use crate::error::{raise, PendingError, WalletError, WalletResult};
+use crate::args::{
+    Args, BOOL, BOOL_ARRAY, BYTEA, INT4, INT8, INT8_ARRAY, INTERVAL, JSONB, TEXT, TEXT_ARRAY,
+};
+use crate::commands::{self, TransferCall};
+use crate::entry::entry_point;
+use crate::error::{WalletError, WalletResult};
 use crate::spi::Connection;
-use crate::storage::{self, TransferCall};
-use crate::{settings, tcc};
-
-/// Declares `$name` (and its `pg_finfo_$name` record) as a version-1 C function whose body
-/// returns `WalletResult<Option<Datum>>` (None = SQL NULL).
-macro_rules! entry_point {
-    ($name:ident, $finfo:ident, |$fcinfo:ident| $body:block) => {
-        #[unsafe(no_mangle)]
-        #[doc(hidden)]
-        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
-            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-            &V1
-        }
-
-        #[unsafe(no_mangle)]
-        #[doc(hidden)]
-        pub unsafe extern "C-unwind" fn $name($fcinfo: FunctionCallInfo) -> Datum {
-            // SAFETY: called by the function manager with a valid fcinfo; this frame owns
-            // nothing that needs dropping when `raise` jumps out of it.
-            unsafe {
-                let outcome: Result<Option<Datum>, PendingError> =
-                    pgrx::pgrx_extern_c_guard(|| {
-                        // A closure, so that `?` in the body returns here, not from the entry point.
-                        #[allow(clippy::redundant_closure_call)]
-                        let result: WalletResult<Option<Datum>> = (|| $body)();
-                        result.map_err(PendingError::from)
-                    });
-                match outcome {
-                    Ok(Some(datum)) => datum,
-                    Ok(None) => pgrx::fcinfo::pg_return_null($fcinfo),
-                    Err(pending) => raise(pending),
-                }
-            }
-        }
-    };
-}
-
-// ---- argument access -------------------------------------------------------------------------
-
-fn arg_datum(fcinfo: FunctionCallInfo, n: usize) -> Option<Datum> {
-    // SAFETY: every entry point is declared in api.sql with at least n + 1 arguments.
-    unsafe {
-        if pgrx::fcinfo::pg_arg_is_null(fcinfo, n) {
-            None
-        } else {
-            Some(pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, n))
-        }
-    }
-}
-
-fn arg<T: FromDatum>(fcinfo: FunctionCallInfo, n: usize) -> Option<T> {
-    // SAFETY: the argument types in api.sql match the Rust types read here.
-    unsafe { pgrx::fcinfo::pg_getarg::<T>(fcinfo, n) }
-}
+use crate::{holds, settings};
 
 fn required<T>(value: Option<T>, argument: &'static str) -> WalletResult<T> {
-    value.ok_or(WalletError::InvalidArgument {
-        argument,
-        reason: "must not be NULL".into(),
-    })
+    value.ok_or_else(|| WalletError::invalid_argument(argument, "must not be NULL"))
 }
 
 /// A jsonb metadata argument: an object of at most METADATA_SIZE_MAX bytes. Returns the
-/// detoasted datum, ready to pass on to SPI.
+/// detoasted datum, ready to pass on.
 fn metadata_arg(datum: Option<Datum>, argument: &'static str) -> WalletResult<Option<Datum>> {
     const JB_FOBJECT: u32 = 0x2000_0000;
     let Some(datum) = datum else { return Ok(None) };
-    // SAFETY: the datum is a jsonb (declared so in api.sql); detoasting yields a varlena whose
-    // data starts with the root container's 4-byte header.
+    // SAFETY: the datum is a jsonb (the declaration is checked by Args); detoasting yields a
+    // varlena whose data starts with the root container's 4-byte header.
     unsafe {
         let detoasted = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
         let size = pgrx::varlena::varsize_any_exhdr(detoasted);
-        if size > domain::METADATA_SIZE_MAX {
-            return Err(WalletError::InvalidArgument {
+        if size > METADATA_SIZE_MAX {
+            return Err(WalletError::invalid_argument(
                 argument,
-                reason: format!(
-                    "must be at most {} bytes of jsonb, got {size}",
-                    domain::METADATA_SIZE_MAX
-                ),
-            });
+                format!("must be at most {METADATA_SIZE_MAX} bytes of jsonb, got {size}"),
+            ));
         }
         let data = pgrx::varlena::vardata_any(detoasted) as *const u8;
         let is_object = size >= 4
             && u32::from_ne_bytes(std::ptr::read_unaligned(data as *const [u8; 4])) & JB_FOBJECT
                 != 0;
         if !is_object {
-            return Err(WalletError::InvalidArgument {
+            return Err(WalletError::invalid_argument(
                 argument,
-                reason: "must be a jsonb object".into(),
-            });
+                "must be a jsonb object",
+            ));
         }
         Ok(Some(Datum::from(detoasted)))
     }
 }
 
-/// The idempotency key argument: its text (for hashing and messages) and its datum (for SPI).
-fn key_arg(fcinfo: FunctionCallInfo, n: usize) -> Option<(&'static str, Datum)> {
-    let datum = arg_datum(fcinfo, n)?;
-    let text: &'static str = arg(fcinfo, n).expect("a non-NULL text argument");
-    Some((text, datum))
+/// The idempotency key argument: its bytes (for locking and messages) and its datum.
+fn key_arg<'fc>(args: &Args<'fc>, n: usize) -> Option<(&'fc [u8], Datum)> {
+    Some((args.text(n)?, args.datum(n)?))
 }
 
 // ---- currencies and accounts -----------------------------------------------------------------
@@ -119,76 +62,72 @@ fn key_arg(fcinfo: FunctionCallInfo, n: usize) -> Option<(&'static str, Datum)> 
 entry_point!(
     wallet_create_currency,
     pg_finfo_wallet_create_currency,
-    |fcinfo| {
-        let code: &str = required(arg(fcinfo, 0), "code")?;
-        let scale: i32 = required(arg(fcinfo, 1), "scale")?;
-        domain::check_currency(code, scale)?;
+    &[TEXT, INT4],
+    |args| {
+        let code = required(args.text(0), "code")?;
+        let scale = required(args.i32(1), "scale")?;
+        transfer::check_currency(code, scale)?;
         let conn = Connection::open();
-        Ok(storage::create_currency(&conn, code, scale)?.into_datum())
+        Ok(commands::create_currency(&conn, code, scale)?.into_datum())
     }
 );
 
 entry_point!(
     wallet_open_account,
     pg_finfo_wallet_open_account,
-    |fcinfo| {
-        let currency: &str = required(arg(fcinfo, 0), "currency")?;
-        let owner: Option<&str> = arg(fcinfo, 1);
-        if let Some(owner) = owner {
-            if owner.len() > domain::OWNER_LENGTH_MAX {
-                return Err(WalletError::InvalidArgument {
-                    argument: "owner",
-                    reason: format!(
-                        "must be at most {} bytes, got {}",
-                        domain::OWNER_LENGTH_MAX,
+    &[TEXT, TEXT, JSONB, BOOL],
+    |args| {
+        let currency = required(args.text(0), "currency")?;
+        if let Some(owner) = args.text(1) {
+            if owner.len() > OWNER_LENGTH_MAX {
+                return Err(WalletError::invalid_argument(
+                    "owner",
+                    format!(
+                        "must be at most {OWNER_LENGTH_MAX} bytes, got {}",
                         owner.len()
                     ),
-                });
+                ));
             }
         }
-        let metadata = metadata_arg(arg_datum(fcinfo, 2), "metadata")?;
-        let metadata = required(metadata, "metadata")?;
-        let allow_overdraft: bool = required(arg(fcinfo, 3), "allow_overdraft")?;
+        let metadata = required(metadata_arg(args.datum(2), "metadata")?, "metadata")?;
+        let allow_overdraft = required(args.bool(3), "allow_overdraft")?;
         let conn = Connection::open();
-        let id = storage::open_account(
-            &conn,
-            currency,
-            arg_datum(fcinfo, 1),
-            metadata,
-            allow_overdraft,
-        )?;
+        let id = commands::open_account(&conn, currency, args.datum(1), metadata, allow_overdraft)?;
         Ok(id.into_datum())
     }
 );
 
-fn status_command(fcinfo: FunctionCallInfo, command: StatusCommand) -> WalletResult<Option<Datum>> {
-    let account_id: i64 = required(arg(fcinfo, 0), "account_id")?;
+fn status_command(args: &Args, command: StatusCommand) -> WalletResult<Option<Datum>> {
+    let account_id = required(args.i64(0), "account_id")?;
     let conn = Connection::open();
-    Ok(storage::change_status(&conn, account_id, command)?.into_datum())
+    Ok(commands::change_status(&conn, account_id, command)?.into_datum())
 }
 
 entry_point!(
     wallet_freeze_account,
     pg_finfo_wallet_freeze_account,
-    |fcinfo| { status_command(fcinfo, StatusCommand::Freeze) }
+    &[INT8],
+    |args| { status_command(args, StatusCommand::Freeze) }
 );
 
 entry_point!(
     wallet_unfreeze_account,
     pg_finfo_wallet_unfreeze_account,
-    |fcinfo| { status_command(fcinfo, StatusCommand::Unfreeze) }
+    &[INT8],
+    |args| { status_command(args, StatusCommand::Unfreeze) }
 );
 
 entry_point!(
     wallet_close_account,
     pg_finfo_wallet_close_account,
-    |fcinfo| { status_command(fcinfo, StatusCommand::Close) }
+    &[INT8],
+    |args| { status_command(args, StatusCommand::Close) }
 );
 
-entry_point!(wallet_balance, pg_finfo_wallet_balance, |fcinfo| {
-    let account_id: i64 = required(arg(fcinfo, 0), "account_id")?;
+entry_point!(wallet_balance, pg_finfo_wallet_balance, &[INT8], |args| {
+    let account_id = required(args.i64(0), "account_id")?;
     let conn = Connection::open();
-    Ok(storage::account(&conn, account_id)?.balance.into_datum())
+    Ok(commands::account(&conn, account_id)?.balance.into_datum())
 });
 
 // ---- money movement --------------------------------------------------------------------------
@@ -199,14 +138,14 @@ fn post_transfer(
     debit_account_id: Option<i64>,
     credit_account_id: Option<i64>,
     amount: Option<i64>,
-    idempotency_key: Option<(&str, Datum)>,
+    idempotency_key: Option<(&[u8], Datum)>,
     metadata: Option<Datum>,
 ) -> WalletResult<Option<Datum>> {
-    let request = domain::check_transfer_arguments(
+    let request = transfer::check_transfer_arguments(
         debit_account_id,
         credit_account_id,
         amount,
-        idempotency_key.map(|(text, _)| text),
+        idempotency_key.map(|(bytes, _)| bytes),
     )?;
     let metadata = metadata_arg(metadata, "metadata")?;
     let call = TransferCall {
@@ -214,28 +153,33 @@ fn post_transfer(
         idempotency_key,
         metadata,
     };
-    Ok(storage::transfer(conn, &call)?.into_datum())
+    Ok(commands::transfer(conn, &call)?.into_datum())
 }
 
-entry_point!(wallet_transfer, pg_finfo_wallet_transfer, |fcinfo| {
-    let conn = Connection::open();
-    post_transfer(
-        &conn,
-        arg(fcinfo, 0),
-        arg(fcinfo, 1),
-        arg(fcinfo, 2),
-        key_arg(fcinfo, 3),
-        arg_datum(fcinfo, 4),
-    )
-});
+entry_point!(
+    wallet_transfer,
+    pg_finfo_wallet_transfer,
+    &[INT8, INT8, INT8, TEXT, JSONB],
+    |args| {
+        let conn = Connection::open();
+        post_transfer(
+            &conn,
+            args.i64(0),
+            args.i64(1),
+            args.i64(2),
+            key_arg(args, 3),
+            args.datum(4),
+        )
+    }
+);
 
 /// Deposit (`into_account` = true) or withdrawal against the currency's system account.
-fn settle(fcinfo: FunctionCallInfo, into_account: bool) -> WalletResult<Option<Datum>> {
-    let account_id: i64 = required(arg(fcinfo, 0), "account_id")?;
-    let amount: Option<i64> = arg(fcinfo, 1);
-    domain::check_amount(amount, Some(account_id))?;
+fn settle(args: &Args, into_account: bool) -> WalletResult<Option<Datum>> {
+    let account_id = required(args.i64(0), "account_id")?;
+    let amount = args.i64(1);
+    transfer::check_amount(amount, Some(account_id))?;
     let conn = Connection::open();
-    let system = storage::system_account_of(&conn, account_id)?;
+    let system = commands::system_account_of(&conn, account_id)?;
     let (debit, credit) = if into_account {
         (system, account_id)
     } else {
@@ -246,58 +190,59 @@ fn settle(fcinfo: FunctionCallInfo, into_account: bool) -> WalletResult<Option<D
         Some(debit),
         Some(credit),
         amount,
-        key_arg(fcinfo, 2),
-        arg_datum(fcinfo, 3),
+        key_arg(args, 2),
+        args.datum(3),
     )
 }
 
-entry_point!(wallet_deposit, pg_finfo_wallet_deposit, |fcinfo| {
-    settle(fcinfo, true)
-});
+entry_point!(
+    wallet_deposit,
+    pg_finfo_wallet_deposit,
+    &[INT8, INT8, TEXT, JSONB],
+    |args| { settle(args, true) }
+);
 
-entry_point!(wallet_withdraw, pg_finfo_wallet_withdraw, |fcinfo| {
-    settle(fcinfo, false)
-});
+entry_point!(
+    wallet_withdraw,
+    pg_finfo_wallet_withdraw,
+    &[INT8, INT8, TEXT, JSONB],
+    |args| { settle(args, false) }
+);
 
 // ---- batches -----------------------------------------------------------------------------------
 
-/// A bigint[] argument as a vector (None for a NULL array); NULL elements stay None.
-fn i64_array_arg(fcinfo: FunctionCallInfo, n: usize) -> Option<Vec<Option<i64>>> {
-    let array: pgrx::Array<i64> = arg(fcinfo, n)?;
-    Some(array.iter().collect())
-}
+const BATCH_SIGNATURE: &[pg_sys::Oid] =
+    &[INT8_ARRAY, INT8_ARRAY, INT8_ARRAY, TEXT_ARRAY, BOOL_ARRAY];
 
 /// Reads the arguments of a batch (both entry points take the same five) and posts it.
-fn post_batch(fcinfo: FunctionCallInfo) -> WalletResult<Vec<crate::batch::BatchResult>> {
-    let debits = required(i64_array_arg(fcinfo, 0), "debit_account_ids")?;
-    let credits = required(i64_array_arg(fcinfo, 1), "credit_account_ids")?;
-    let amounts = required(i64_array_arg(fcinfo, 2), "amounts")?;
-    let keys: Option<pgrx::Array<&str>> = arg(fcinfo, 3);
-    let keys: Option<Vec<Option<&str>>> = keys.as_ref().map(|a| a.iter().collect());
-    let linked: Option<pgrx::Array<bool>> = arg(fcinfo, 4);
-    let linked: Option<Vec<Option<bool>>> = linked.map(|a| a.iter().collect());
+fn post_batch(args: &Args) -> WalletResult<Vec<BatchResult>> {
+    let debits = required(args.i64_array(0, "debit_account_ids")?, "debit_account_ids")?;
+    let credits = required(
+        args.i64_array(1, "credit_account_ids")?,
+        "credit_account_ids",
+    )?;
+    let amounts = required(args.i64_array(2, "amounts")?, "amounts")?;
+    let keys = args.text_array(3, "idempotency_keys")?;
+    let linked = args.bool_array(4, "linked")?;
     let n = debits.len();
     let lengths_match = credits.len() == n
         && amounts.len() == n
         && keys.as_ref().is_none_or(|k| k.len() == n)
         && linked.as_ref().is_none_or(|l| l.len() == n);
     if !lengths_match {
-        return Err(WalletError::InvalidArgument {
-            argument: "transfers",
-            reason: "the arrays must all have the same length".into(),
-        });
+        return Err(WalletError::invalid_argument(
+            "transfers",
+            "the arrays must all have the same length",
+        ));
     }
-    if n > crate::batch::BATCH_TRANSFERS_MAX {
-        return Err(WalletError::InvalidArgument {
-            argument: "transfers",
-            reason: format!(
-                "a batch carries at most {} transfers, got {n}",
-                crate::batch::BATCH_TRANSFERS_MAX
-            ),
-        });
+    if n > BATCH_TRANSFERS_MAX {
+        return Err(WalletError::invalid_argument(
+            "transfers",
+            format!("a batch carries at most {BATCH_TRANSFERS_MAX} transfers, got {n}"),
+        ));
     }
-    let inputs: Vec<crate::batch::BatchInput> = (0..n)
-        .map(|i| crate::batch::BatchInput {
+    let inputs: Vec<BatchInput> = (0..n)
+        .map(|i| BatchInput {
             debit_account_id: debits[i],
             credit_account_id: credits[i],
             amount: amounts[i],
@@ -308,14 +253,15 @@ fn post_batch(fcinfo: FunctionCallInfo) -> WalletResult<Vec<crate::batch::BatchR
     // The results are Rust values, used after SPI_finish (when `conn` is dropped): anything
     // palloc'd for the caller must be made then, not while connected (SPI frees its memory).
     let conn = Connection::open();
-    storage::transfer_batch(&conn, &inputs)
+    commands::transfer_batch(&conn, &inputs)
 }
 
 /// Returns a batch's results as the rows of a materialized set-returning function:
 /// (index integer, result text, transfer_id bigint), one per transfer, in input order.
-fn put_batch_rows(fcinfo: FunctionCallInfo, results: &[crate::batch::BatchResult]) {
-    // SAFETY: called by an entry point declared in api.sql as RETURNS TABLE (index integer,
-    // result text, transfer_id bigint); InitMaterializedSRF refuses a caller that cannot take a
+fn put_batch_rows(args: &Args, results: &[BatchResult]) {
+    let fcinfo = args.fcinfo();
+    // SAFETY: the entry point is declared in api.sql as RETURNS TABLE (index integer, result
+    // text, transfer_id bigint); InitMaterializedSRF refuses a caller that cannot take a
     // tuplestore, and builds the store and its descriptor in the query's memory.
     unsafe {
         pg_sys::InitMaterializedSRF(fcinfo, 0);
@@ -350,9 +296,10 @@ fn put_batch_rows(fcinfo: FunctionCallInfo, results: &[crate::batch::BatchResult
 entry_point!(
     wallet_transfer_batch_rows,
     pg_finfo_wallet_transfer_batch_rows,
-    |fcinfo| {
-        let results = post_batch(fcinfo)?;
-        put_batch_rows(fcinfo, &results);
+    BATCH_SIGNATURE,
+    |args| {
+        let results = post_batch(args)?;
+        put_batch_rows(args, &results);
         Ok(Some(Datum::from(0usize)))
     }
 );
@@ -362,8 +309,9 @@ entry_point!(
 entry_point!(
     wallet_transfer_batch,
     pg_finfo_wallet_transfer_batch,
-    |fcinfo| {
-        let results = post_batch(fcinfo)?;
+    BATCH_SIGNATURE,
+    |args| {
+        let results = post_batch(args)?;
         // Two numbers per transfer: result code and transfer id (NULL when none).
         let encoded: Vec<Option<i64>> = results
             .iter()
@@ -375,96 +323,205 @@ entry_point!(
 
 // ---- holds: the Try-Confirm/Cancel participant -----------------------------------------------
 
-fn hold_key_arg(
-    fcinfo: FunctionCallInfo,
+fn hold_key_arg<'fc>(
+    args: &Args<'fc>,
     n: usize,
     argument: &'static str,
-) -> WalletResult<&'static str> {
-    let value: Option<&'static str> = arg(fcinfo, n);
-    tcc::check_hold_key(value, argument)?;
-    Ok(value.expect("checked"))
+) -> WalletResult<&'fc [u8]> {
+    let value = args.text(n);
+    hold::check_hold_key(value, argument)?;
+    Ok(value.unwrap_or_default())
 }
 
-entry_point!(wallet_try_hold, pg_finfo_wallet_try_hold, |fcinfo| {
-    let gtid = hold_key_arg(fcinfo, 0, "gtid")?;
-    let branch = hold_key_arg(fcinfo, 1, "branch")?;
-    let debit_account_id: Option<i64> = arg(fcinfo, 2);
-    let credit_account_id: Option<i64> = arg(fcinfo, 3);
-    let amount = domain::check_amount(arg(fcinfo, 4), debit_account_id.or(credit_account_id))?;
-    let timeout: Option<pgrx::datum::Interval> = arg(fcinfo, 5);
-    let timeout_micros = tcc::hold_timeout_micros(
-        timeout.map(|t| t.as_micros()),
-        settings::HOLD_TIMEOUT.get(),
-        settings::HOLD_TIMEOUT_MAX.get(),
-    )?;
-    let currency: Option<&str> = arg(fcinfo, 6);
-    let conn = Connection::open();
-    let call = storage::TryCall {
-        gtid,
-        branch,
-        debit_account_id,
-        credit_account_id,
-        amount,
-        timeout_micros,
-        currency,
-    };
-    Ok(storage::try_hold(&conn, &call)?.into_datum())
-});
+entry_point!(
+    wallet_try_hold,
+    pg_finfo_wallet_try_hold,
+    &[TEXT, TEXT, INT8, INT8, INT8, INTERVAL, TEXT],
+    |args| {
+        let gtid = hold_key_arg(args, 0, "gtid")?;
+        let branch = hold_key_arg(args, 1, "branch")?;
+        let debit_account_id = args.i64(2);
+        let credit_account_id = args.i64(3);
+        let amount = transfer::check_amount(args.i64(4), debit_account_id.or(credit_account_id))?;
+        let timeout_micros = hold::hold_timeout_micros(
+            args.interval_micros(5),
+            settings::HOLD_TIMEOUT.get(),
+            settings::HOLD_TIMEOUT_MAX.get(),
+        )?;
+        let conn = Connection::open();
+        let call = holds::TryCall {
+            gtid,
+            branch,
+            debit_account_id,
+            credit_account_id,
+            amount,
+            timeout_micros,
+            currency: args.text(6),
+        };
+        Ok(holds::try_hold(&conn, &call)?.into_datum())
+    }
+);
 
 entry_point!(
     wallet_confirm_hold,
     pg_finfo_wallet_confirm_hold,
-    |fcinfo| {
-        let gtid = hold_key_arg(fcinfo, 0, "gtid")?;
-        let branch = hold_key_arg(fcinfo, 1, "branch")?;
-        let amount: Option<i64> = arg(fcinfo, 2);
+    &[TEXT, TEXT, INT8],
+    |args| {
+        let gtid = hold_key_arg(args, 0, "gtid")?;
+        let branch = hold_key_arg(args, 1, "branch")?;
         let conn = Connection::open();
-        Ok(storage::confirm_hold(&conn, gtid, branch, amount)?.into_datum())
+        Ok(holds::confirm_hold(&conn, gtid, branch, args.i64(2))?.into_datum())
     }
 );
 
-entry_point!(wallet_cancel_hold, pg_finfo_wallet_cancel_hold, |fcinfo| {
-    let gtid = hold_key_arg(fcinfo, 0, "gtid")?;
-    let branch = hold_key_arg(fcinfo, 1, "branch")?;
-    let conn = Connection::open();
-    Ok(storage::cancel_hold(&conn, gtid, branch)?.into_datum())
-});
+entry_point!(
+    wallet_cancel_hold,
+    pg_finfo_wallet_cancel_hold,
+    &[TEXT, TEXT],
+    |args| {
+        let gtid = hold_key_arg(args, 0, "gtid")?;
+        let branch = hold_key_arg(args, 1, "branch")?;
+        let conn = Connection::open();
+        Ok(holds::cancel_hold(&conn, gtid, branch)?.into_datum())
+    }
+);
 
 entry_point!(
     wallet_expire_holds,
     pg_finfo_wallet_expire_holds,
-    |fcinfo| {
-        let max_holds: i32 = required(arg(fcinfo, 0), "max_holds")?;
-        domain::check_page_rows(max_holds)?;
+    &[INT4],
+    |args| {
+        let max_holds = required(args.i32(0), "max_holds")?;
+        transfer::check_page_rows(max_holds)?;
         let conn = Connection::open();
-        Ok(storage::expire_holds(&conn, max_holds)?.into_datum())
+        Ok(holds::expire_holds(&conn, max_holds)?.into_datum())
     }
 );
 
+// ---- observability ---------------------------------------------------------------------------
+
+// wallet.write_paths(): how each table the hot paths write is written now, and why.
+entry_point!(
+    wallet_write_paths,
+    pg_finfo_wallet_write_paths,
+    &[],
+    |args| {
+        let catalog = crate::catalog::current()?;
+        let rows = [
+            ("wallet.accounts", &catalog.accounts_path),
+            ("wallet.events", &catalog.events_path),
+        ];
+        let fcinfo = args.fcinfo();
+        // SAFETY: declared in api.sql as RETURNS TABLE (table_name text, write_path text, reason
+        // text); InitMaterializedSRF builds the store and its descriptor in the query's memory.
+        unsafe {
+            pg_sys::InitMaterializedSRF(fcinfo, 0);
+            let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+            for (table, path) in rows {
+                let (name, reason) = match path {
+                    crate::catalog::WritePath::Direct => ("direct", None),
+                    crate::catalog::WritePath::Executor(why) => ("executor", Some(why.as_str())),
+                };
+                let mut values = [
+                    table.into_datum().expect("text"),
+                    name.into_datum().expect("text"),
+                    reason.into_datum().unwrap_or(Datum::from(0usize)),
+                ];
+                let mut nulls = [false, false, reason.is_none()];
+                pg_sys::tuplestore_putvalues(
+                    (*rsinfo).setResult,
+                    (*rsinfo).setDesc,
+                    values.as_mut_ptr(),
+                    nulls.as_mut_ptr(),
+                );
+            }
+        }
+        Ok(Some(Datum::from(0usize)))
+    }
+);
+
+// ---- the sealer (sql/chain.sql) ------------------------------------------------------------
+
+/// Text as UTF-8 bytes: converted from the database encoding, or as it is in a SQL_ASCII
+/// database (whose text may hold any bytes: there is no conversion, and validating them as UTF-8
+/// would refuse to seal an event a caller was allowed to write).
+fn utf8_bytes(text: &[u8]) -> Vec<u8> {
+    // SAFETY: reads the database encoding; pg_server_to_any converts `len` bytes of server text
+    // (which never holds a NUL byte) and returns either its input or a new NUL-terminated string.
+    unsafe {
+        if pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_SQL_ASCII as i32 {
+            return text.to_vec();
+        }
+        let input = text.as_ptr() as *const std::ffi::c_char;
+        let converted =
+            pg_sys::pg_server_to_any(input, text.len() as i32, pg_sys::pg_enc::PG_UTF8 as i32);
+        if converted as *const std::ffi::c_char == input {
+            text.to_vec()
+        } else {
+            std::ffi::CStr::from_ptr(converted).to_bytes().to_vec()
+        }
+    }
+}
+
+// wallet._link_hash(previous bytea, event_text text): sha256(previous || UTF-8 of event_text).
+entry_point!(
+    wallet_link_hash,
+    pg_finfo_wallet_link_hash,
+    &[BYTEA, TEXT],
+    |args| {
+        let previous = required(args.text(0), "previous")?;
+        let text = required(args.text(1), "event_text")?;
+        let mut input = previous.to_vec();
+        input.extend_from_slice(&utf8_bytes(text));
+        let bytea = input.as_slice().into_datum().expect("bytea");
+        // SAFETY: sha256(bytea) of Postgres's own, called with one non-NULL bytea.
+        let hash =
+            unsafe { pgrx::direct_function_call_as_datum(pg_sys::sha256_bytea, &[Some(bytea)]) };
+        Ok(hash)
+    }
+);
+
+// ---- the sealer's postings frontier (sql/chain.sql, "Postings") ------------------------------
+
+entry_point!(wallet_next_xid, pg_finfo_wallet_next_xid, &[], |_args| {
+    // SAFETY: Postgres's shared counter of transaction ids, read under its lock.
+    let next = unsafe { pg_sys::ReadNextFullTransactionId() };
+    Ok(Some(Datum::from(next.value)))
+});
+
 // ---- the coordinator's rules (sql/tcc.sql carries them out) ----------------------------------
+
+fn utf8<'a>(bytes: &'a [u8], argument: &'static str) -> WalletResult<&'a str> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| WalletError::invalid_argument(argument, "must be valid UTF-8"))
+}
 
 entry_point!(
     wallet_tcc_next_step,
     pg_finfo_wallet_tcc_next_step,
-    |fcinfo| {
-        let phase: &str = required(arg(fcinfo, 0), "phase")?;
-        let phase = tcc::Phase::parse(phase).ok_or(WalletError::InvalidArgument {
-            argument: "phase",
-            reason: format!("must be try, confirm or cancel, got {phase}"),
+    &[TEXT, TEXT_ARRAY, BOOL],
+    |args| {
+        use wallet_core::protocol::{next_step, BranchStatus, Phase};
+        let phase = utf8(required(args.text(0), "phase")?, "phase")?;
+        let phase = Phase::parse(phase).ok_or_else(|| {
+            WalletError::invalid_argument(
+                "phase",
+                format!("must be try, confirm or cancel, got {phase}"),
+            )
         })?;
-        let statuses: pgrx::Array<&str> = required(arg(fcinfo, 1), "branch_statuses")?;
+        let statuses = required(args.text_array(1, "branch_statuses")?, "branch_statuses")?;
         let mut branches = Vec::new();
-        for status in statuses.iter() {
-            let status = status.unwrap_or("NULL");
-            branches.push(tcc::BranchStatus::parse(status).ok_or(
-                WalletError::InvalidArgument {
-                    argument: "branch_statuses",
-                    reason: format!("unknown branch status {status}"),
-                },
-            )?);
+        for status in statuses {
+            let status = utf8(status.unwrap_or(b"NULL"), "branch_statuses")?;
+            branches.push(BranchStatus::parse(status).ok_or_else(|| {
+                WalletError::invalid_argument(
+                    "branch_statuses",
+                    format!("unknown branch status {status}"),
+                )
+            })?);
         }
-        let past_deadline: bool = required(arg(fcinfo, 2), "past_deadline")?;
-        Ok(tcc::next_step(phase, &branches, past_deadline)
+        let past_deadline = required(args.bool(2), "past_deadline")?;
+        Ok(next_step(phase, &branches, past_deadline)
             .encode()
             .into_datum())
     }
@@ -473,17 +530,9 @@ entry_point!(
 entry_point!(
     wallet_tcc_transient,
     pg_finfo_wallet_tcc_transient,
-    |fcinfo| {
-        let sqlstate: &str = required(arg(fcinfo, 0), "sqlstate")?;
-        Ok(tcc::error_is_transient(sqlstate).into_datum())
+    &[TEXT],
+    |args| {
+        let sqlstate = utf8(required(args.text(0), "sqlstate")?, "sqlstate")?;
+        Ok(wallet_core::protocol::error_is_transient(sqlstate).into_datum())
     }
 );
-
-// ---- the sealer's postings frontier (sql/chain.sql, "Postings") ------------------------------
-
-entry_point!(wallet_next_xid, pg_finfo_wallet_next_xid, |_fcinfo| {
-    // Postgres's shared counter of transaction ids, read under its lock (the entry point's
-    // body runs in an unsafe block).
-    let next = pg_sys::ReadNextFullTransactionId();
-    Ok(Some(Datum::from(next.value)))
-});

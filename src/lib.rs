@@ -1,26 +1,41 @@
-//! wallet_ext: a digital-wallet engine inside Postgres.
+//! wallet_ext: a digital-wallet engine inside Postgres. The rules live in the pgrx-free crate
+//! `wallet_core`; this crate adapts Postgres to them, in layers (ARCHITECTURE.md draws them):
 //!
-//! A pipeline of small modules: `api` (the C entry points of the SQL API, thin) -> `domain`
-//! (rules, pure Rust) and `storage` (every SQL statement, through `spi`), with `error` holding
-//! every rejection and its SQLSTATE. The schema and the SQL declarations live in `sql/`.
+//! * entry points, thin: [`api`] (accounts, transfers, batches, holds), declared with
+//!   [`entry`]'s macro, reading their arguments through [`args`];
+//! * commands: [`commands`] (accounts, transfers, batches) and [`holds`] (the Try-Confirm/Cancel
+//!   participant), which lock, ask `wallet_core` to judge, and write;
+//! * storage: [`catalog`] (the tables' shapes, the write path each allows, the order of locks and
+//!   snapshot), [`accounts`] (the one account locker and writer), [`events`] (the one money-event
+//!   writer), [`locks`] (the wallet's own key locks), [`spi`] (kept SQL statements, whose text is
+//!   in `sql/queries/`);
+//! * [`error`] (where a rejection becomes an ERROR), [`settings`] (GUCs), [`worker`] (the
+//!   background worker).
+//!
+//! The schema and the SQL functions live in `sql/`, loaded in the order below.
 
 use pgrx::prelude::*;
 
+pub mod accounts;
 pub mod api;
-pub mod batch;
-pub mod domain;
+pub mod args;
+pub mod catalog;
+pub mod commands;
+pub mod entry;
 pub mod error;
-pub mod heap;
+pub mod events;
+pub mod guard;
+pub mod holds;
+pub mod locks;
 pub mod settings;
 pub mod spi;
-pub mod storage;
-pub mod tcc;
 pub mod worker;
 
 ::pgrx::pg_module_magic!();
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    error::keep_backtraces_in_the_log();
     // SAFETY: a flag Postgres sets while it loads shared_preload_libraries.
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     settings::define(preloading);
@@ -52,5 +67,39 @@ pub mod pg_test {
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         vec![]
+    }
+}
+
+#[cfg(test)]
+mod kept_statement_tests {
+    use crate::spi::Kept;
+
+    #[test]
+    fn every_kept_statement_has_its_own_plan_slot_and_its_parameters() {
+        let all: Vec<&Kept> = [
+            crate::commands::KEPT,
+            crate::holds::KEPT,
+            crate::accounts::KEPT,
+            crate::events::KEPT,
+            crate::guard::KEPT,
+        ]
+        .concat();
+        let mut slots: Vec<usize> = all.iter().map(|k| k.slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), all.len(), "two kept statements share a slot");
+        assert!(slots.iter().all(|&s| s < crate::spi::PLANS_MAX));
+        for kept in all {
+            let sql = (kept.sql)();
+            // Parameters used by the statement itself, not mentioned in its comments.
+            let code: String = sql
+                .lines()
+                .map(|line| line.split("--").next().unwrap_or(""))
+                .collect();
+            let highest = (1..=crate::spi::ARGS_MAX)
+                .rev()
+                .find(|n| code.contains(&format!("${n}")));
+            assert_eq!(highest.unwrap_or(0), kept.args.len(), "parameters of {sql}");
+        }
     }
 }

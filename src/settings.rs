@@ -16,6 +16,8 @@ pub static WORKER_DATABASES: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
 /// Whether each round also seals the log and refreshes the read side.
 pub static WORKER_READ_SIDE: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Whether DROP EXTENSION wallet_ext (or DROP SCHEMA wallet) may drop a ledger that holds events.
+pub static ALLOW_DROP: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Seconds between snapshots taken by the worker; 0 = none.
 pub static SNAPSHOT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
@@ -41,6 +43,14 @@ pub fn define(preloading: bool) {
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"wallet.allow_drop",
+        c"Whether DROP EXTENSION wallet_ext may drop a ledger that holds events.",
+        c"Off: the drop (and DROP SCHEMA wallet, DROP OWNED BY its owner) is refused (WA029).",
+        &ALLOW_DROP,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
         c"wallet.worker_enabled",

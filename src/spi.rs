@@ -12,9 +12,9 @@ use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::FromDatum;
 
 /// The most parameters any kept statement takes.
-pub const ARGS_MAX: usize = 8;
+pub const ARGS_MAX: usize = 16;
 /// How many kept statements there are (size of the per-backend plan table).
-pub const PLANS_MAX: usize = 32;
+pub const PLANS_MAX: usize = 64;
 
 /// One kept statement: its text, its parameter types and its slot in the per-backend table.
 pub struct Kept {
@@ -156,6 +156,39 @@ impl Rows {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// The raw datum of column `column` (1-based) of row `row` (0-based); `None` for NULL.
+    fn raw(&self, row: usize, column: usize) -> Option<Datum> {
+        assert!(
+            row < self.count && !self.table.is_null(),
+            "row {row} of {}",
+            self.count
+        );
+        // SAFETY: row is within the tuple table; SPI_getbinval checks the column number.
+        unsafe {
+            let tuple = *(*self.table).vals.add(row);
+            let mut is_null = false;
+            let datum =
+                pg_sys::SPI_getbinval(tuple, (*self.table).tupdesc, column as c_int, &mut is_null);
+            (!is_null).then_some(datum)
+        }
+    }
+
+    /// A text column as its bytes (in the database encoding), copied.
+    pub fn bytes(&self, row: usize, column: usize) -> Option<Vec<u8>> {
+        // SAFETY: the caller reads a text column; the slice is copied at once.
+        self.raw(row, column)
+            .map(|d| unsafe { crate::args::varlena_bytes(d) }.to_vec())
+    }
+
+    /// A by-reference column (text, jsonb) copied into the memory of the function that opened
+    /// the connection, where it outlives the connection (results are freed at the next
+    /// execution).
+    pub fn copied_datum(&self, row: usize, column: usize) -> Option<Datum> {
+        let datum = self.raw(row, column)?;
+        // SAFETY: copies a varlena into the upper executor context (SPI_datumTransfer).
+        Some(unsafe { pg_sys::SPI_datumTransfer(datum, false, -1) })
     }
 
     /// Column `column` (1-based) of row `row` (0-based), decoded as `T`; `None` for NULL.

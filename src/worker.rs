@@ -124,6 +124,18 @@ pub extern "C-unwind" fn wallet_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = BackgroundWorker::get_extra().to_string();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // The worker runs as a superuser: nothing in a schema a role controls may ever be resolved by
+    // its statements, whatever ALTER DATABASE ... SET search_path or ALTER ROLE said. This
+    // setting wins over both (a session setting).
+    // SAFETY: sets a session GUC in this process, outside any transaction of its own use.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
     pgrx::log!("wallet_ext worker started in database {database}");
     loop {
         let pause = Duration::from_millis(settings::WORKER_INTERVAL.get().max(10) as u64);

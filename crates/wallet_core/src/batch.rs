@@ -8,11 +8,10 @@
 
 use std::collections::HashMap;
 
-use crate::domain::{self, AccountState, PriorTransfer, TransferRequest};
+use crate::account::AccountState;
 use crate::error::WalletError;
-
-/// Most transfers one batch may carry.
-pub const BATCH_TRANSFERS_MAX: usize = 10_000;
+use crate::text::Text;
+use crate::transfer::{self, PriorTransfer, TransferRequest};
 
 /// One transfer of a batch as it arrived (any field may be NULL).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +19,7 @@ pub struct BatchInput<'a> {
     pub debit_account_id: Option<i64>,
     pub credit_account_id: Option<i64>,
     pub amount: Option<i64>,
-    pub idempotency_key: Option<&'a str>,
+    pub idempotency_key: Option<&'a [u8]>,
     /// Linked to the next transfer: the chain runs to the first transfer not marked linked.
     pub linked: bool,
 }
@@ -48,7 +47,7 @@ impl BatchResult {
             BatchResult::Exists(_) => (1, "exists"),
             BatchResult::LinkedEventFailed => (2, "linked_event_failed"),
             BatchResult::LinkedEventChainOpen => (3, "linked_event_chain_open"),
-            BatchResult::Rejected(e) => (100 + e.number(), e.name()),
+            BatchResult::Rejected(e) => (100 + wire_number(e), e.name()),
         }
     }
 
@@ -57,6 +56,15 @@ impl BatchResult {
             BatchResult::Ok(id) | BatchResult::Exists(id) => Some(*id),
             _ => None,
         }
+    }
+}
+
+/// A small stable number per rejection (the digits of its WA SQLSTATE; 40001 is 40), which the
+/// array form of the batch (`wallet._transfer_batch` of schemas 0.2.0 to 0.4.0) returns.
+fn wire_number(error: &WalletError) -> i64 {
+    match error.sqlstate().strip_prefix("WA") {
+        Some(digits) => digits.parse().unwrap_or(99),
+        None => 40,
     }
 }
 
@@ -81,7 +89,7 @@ pub struct Judgement {
     /// Transfers to record, in input order.
     pub postings: Vec<Posting>,
     /// The currencies of the postings, each once.
-    pub currencies: Vec<String>,
+    pub currencies: Vec<Text>,
 }
 
 /// Checks that need no stored state, per transfer, in the single-call precedence.
@@ -89,7 +97,7 @@ pub fn check_arguments(inputs: &[BatchInput]) -> Vec<Result<TransferRequest, Wal
     inputs
         .iter()
         .map(|t| {
-            domain::check_transfer_arguments(
+            transfer::check_transfer_arguments(
                 t.debit_account_id,
                 t.credit_account_id,
                 t.amount,
@@ -105,7 +113,7 @@ pub fn check_arguments(inputs: &[BatchInput]) -> Vec<Result<TransferRequest, Wal
 pub fn judge<'a>(
     inputs: &[BatchInput<'a>],
     checked: &[Result<TransferRequest, WalletError>],
-    prior: &HashMap<String, PriorTransfer>,
+    prior: &HashMap<Vec<u8>, PriorTransfer>,
     accounts: &mut HashMap<i64, AccountState>,
 ) -> Judgement {
     let n = inputs.len();
@@ -135,7 +143,7 @@ pub fn judge<'a>(
         }
         let postings_before = judgement.postings.len();
         ledger.undo.clear();
-        let mut keys_added: Vec<&'a str> = Vec::new();
+        let mut keys_added: Vec<&'a [u8]> = Vec::new();
         let mut failure: Option<(usize, BatchResult)> = None;
         for i in start..=end {
             let result =
@@ -178,10 +186,10 @@ pub fn judge<'a>(
 /// The batch's running state: account balances, keys posted so far, undo log of the chain.
 struct Ledger<'m, 'a> {
     accounts: &'m mut HashMap<i64, AccountState>,
-    posted_keys: HashMap<&'a str, (usize, TransferRequest)>,
+    posted_keys: HashMap<&'a [u8], (usize, TransferRequest)>,
     undo: Vec<(i64, i64)>,
     /// Currencies seen so far (a batch has few: a linear search beats hashing).
-    currencies: Vec<String>,
+    currencies: Vec<Text>,
 }
 
 impl<'a> Ledger<'_, 'a> {
@@ -199,7 +207,7 @@ impl<'a> Ledger<'_, 'a> {
         index: usize,
         input: &BatchInput<'a>,
         check: &Result<TransferRequest, WalletError>,
-        prior: &HashMap<String, PriorTransfer>,
+        prior: &HashMap<Vec<u8>, PriorTransfer>,
         postings: &mut Vec<Posting>,
     ) -> BatchResult {
         let request = match check {
@@ -208,7 +216,7 @@ impl<'a> Ledger<'_, 'a> {
         };
         if let Some(key) = input.idempotency_key {
             if let Some(first) = prior.get(key) {
-                return match domain::replay_answer(key, &request, first) {
+                return match transfer::replay_answer(key, &request, first) {
                     Ok(id) => BatchResult::Exists(id),
                     Err(e) => BatchResult::Rejected(e),
                 };
@@ -219,7 +227,7 @@ impl<'a> Ledger<'_, 'a> {
                     BatchResult::Exists(-(*first_index as i64) - 1)
                 } else {
                     BatchResult::Rejected(WalletError::IdempotencyKeyReused {
-                        key: key.to_string(),
+                        key: Text::from(key),
                         transfer_id: -1,
                         debit_account_id: request.debit_account_id,
                         credit_account_id: request.credit_account_id,
@@ -230,7 +238,7 @@ impl<'a> Ledger<'_, 'a> {
         }
         let debit = self.accounts.get(&request.debit_account_id);
         let credit = self.accounts.get(&request.credit_account_id);
-        if let Err(e) = domain::check_transfer_against(&request, debit, credit) {
+        if let Err(e) = transfer::check_transfer_against(&request, debit, credit) {
             return BatchResult::Rejected(e);
         }
         let name = &debit.expect("checked").currency;
@@ -358,7 +366,7 @@ mod tests {
             t(1, 1, 5),
             unknown,
             BatchInput {
-                idempotency_key: Some(""),
+                idempotency_key: Some(b""),
                 ..t(1, 2, 5)
             },
             t(1, 2, 5),
@@ -451,12 +459,12 @@ mod tests {
     fn keys_repeat_within_the_batch_and_against_stored_events() {
         let mut state = accounts(&[(1, 100), (2, 0)]);
         let keyed = |key: &'static str, amount| BatchInput {
-            idempotency_key: Some(key),
+            idempotency_key: Some(key.as_bytes()),
             ..t(1, 2, amount)
         };
         let mut prior = HashMap::new();
         prior.insert(
-            "old".to_string(),
+            b"old".to_vec(),
             PriorTransfer {
                 transfer_id: 7,
                 event_type: "transfer".into(),
@@ -498,13 +506,13 @@ mod tests {
         let mut state = accounts(&[(1, 100), (2, 0)]);
         let inputs = [
             BatchInput {
-                idempotency_key: Some("k"),
+                idempotency_key: Some(b"k"),
                 linked: true,
                 ..t(1, 2, 10)
             },
             t(1, 2, 1000),
             BatchInput {
-                idempotency_key: Some("k"),
+                idempotency_key: Some(b"k"),
                 ..t(1, 2, 10)
             },
         ];
@@ -524,11 +532,11 @@ mod tests {
         let judgement = judge(&inputs, &checked, &HashMap::new(), &mut state);
         let codes: Vec<&str> = judgement.results.iter().map(|r| r.code().1).collect();
         assert_eq!(codes, ["ok", "ok", "ok", "currency_mismatch", "ok"]);
-        assert_eq!(judgement.currencies, ["EUR", "USD"]);
+        assert_eq!(judgement.currencies, [Text::from("EUR"), Text::from("USD")]);
         let named: Vec<&str> = judgement
             .postings
             .iter()
-            .map(|p| judgement.currencies[p.currency].as_str())
+            .map(|p| std::str::from_utf8(judgement.currencies[p.currency].as_bytes()).unwrap())
             .collect();
         assert_eq!(named, ["EUR", "USD", "EUR", "USD"]);
     }

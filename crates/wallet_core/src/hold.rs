@@ -1,12 +1,10 @@
-//! Try-Confirm/Cancel rules, pure Rust: the state machine of a hold (one branch of a global
-//! transaction on one database) and the next step of a global transaction in the coordinator's
-//! phase ledger. Storage (`storage.rs`) and the coordinator (`sql/tcc.sql`) only carry out what
-//! these functions decide.
+//! The state machine of a hold: one Try-Confirm/Cancel branch of a global transaction on one
+//! database, keyed by (gtid, branch). Pure rules; the extension locks the hold and its accounts
+//! and carries out the action these functions choose.
 
 use crate::error::WalletError;
-
-/// Longest global transaction id or branch id, in bytes.
-pub const HOLD_ID_LENGTH_MAX: usize = 128;
+use crate::limits::HOLD_ID_LENGTH_MAX;
+use crate::text::Text;
 
 /// The state of a hold. `Cancelled` includes a cancel that arrived before its try (null
 /// compensation): that hold has no accounts and reserves nothing, and it bars a later try.
@@ -42,8 +40,8 @@ impl HoldStatus {
 /// A stored hold, as the rules need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
-    pub gtid: String,
-    pub branch: String,
+    pub gtid: Text,
+    pub branch: Text,
     pub status: HoldStatus,
     /// None for a cancel that came first.
     pub debit_account_id: Option<i64>,
@@ -73,9 +71,9 @@ pub enum HoldAction {
 }
 
 /// Checks a global transaction id or branch id: 1 to HOLD_ID_LENGTH_MAX bytes.
-pub fn check_hold_key(value: Option<&str>, argument: &'static str) -> Result<(), WalletError> {
+pub fn check_hold_key(value: Option<&[u8]>, argument: &'static str) -> Result<(), WalletError> {
     match value {
-        Some(v) if !v.is_empty() && v.len() <= HOLD_ID_LENGTH_MAX => Ok(()),
+        Some(v) if !v.is_empty() && v.len() <= HOLD_ID_LENGTH_MAX && !v.contains(&0) => Ok(()),
         Some(v) => Err(WalletError::InvalidArgument {
             argument,
             reason: format!("must be 1 to {HOLD_ID_LENGTH_MAX} bytes, got {}", v.len()),
@@ -160,14 +158,14 @@ fn expired(h: &Hold) -> WalletError {
 /// expired, confirmed already (a repeat with no amount or the same amount is answered), amount.
 pub fn judge_confirm(
     stored: Option<&Hold>,
-    gtid: &str,
-    branch: &str,
+    gtid: &[u8],
+    branch: &[u8],
     amount: Option<i64>,
 ) -> Result<HoldAction, WalletError> {
     let Some(h) = stored else {
         return Err(WalletError::HoldNotFound {
-            gtid: gtid.into(),
-            branch: branch.into(),
+            gtid: Text::from(gtid),
+            branch: Text::from(branch),
         });
     };
     let debit_account_id = h.debit_account_id.unwrap_or_default();
@@ -238,144 +236,14 @@ pub fn judge_expiry(stored: &Hold) -> Option<HoldAction> {
     (stored.status == HoldStatus::Pending && stored.timed_out).then_some(HoldAction::Release)
 }
 
-// ---- the coordinator's phase ledger ----------------------------------------------------------
-
-/// Phase of a global transaction. `Try` until a decision; the decision is recorded (committed)
-/// before any participant hears of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Try,
-    Confirm,
-    Cancel,
-}
-
-impl Phase {
-    pub fn parse(text: &str) -> Option<Phase> {
-        Some(match text {
-            "try" => Phase::Try,
-            "confirm" => Phase::Confirm,
-            "cancel" => Phase::Cancel,
-            _ => return None,
-        })
-    }
-}
-
-/// A branch as the ledger records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BranchStatus {
-    /// Not tried yet, or the try's answer was lost (it may or may not have reserved).
-    New,
-    /// The participant answered the try: the amount is reserved.
-    Tried,
-    /// The participant refused the try, or could not be reached for it.
-    Failed,
-    Confirmed,
-    Cancelled,
-    /// After a confirm decision, the participant refused the confirm for good (its hold had
-    /// expired or was cancelled there): needs an operator; see README.
-    Refused,
-}
-
-impl BranchStatus {
-    pub fn parse(text: &str) -> Option<BranchStatus> {
-        Some(match text {
-            "new" => BranchStatus::New,
-            "tried" => BranchStatus::Tried,
-            "failed" => BranchStatus::Failed,
-            "confirmed" => BranchStatus::Confirmed,
-            "cancelled" => BranchStatus::Cancelled,
-            "refused" => BranchStatus::Refused,
-            _ => return None,
-        })
-    }
-}
-
-/// The coordinator's next durable step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Send the try of branch i.
-    Try(usize),
-    /// Record the decision (then commit, then tell the participants).
-    DecideConfirm,
-    DecideCancel,
-    /// Send the confirm / cancel of branch i.
-    Confirm(usize),
-    Cancel(usize),
-    /// Every branch is final: record the outcome.
-    FinishConfirmed,
-    FinishCancelled,
-}
-
-/// Decides the next step. `past_deadline`: the time to decide is over (or the coordinator is
-/// gone and recovery runs): a global transaction still trying is cancelled.
-///
-/// Rules: confirm only when every branch was tried and the deadline has not passed; any failed
-/// try or the deadline means cancel. Cancel goes to every branch not cancelled yet, tried or not
-/// (a try whose answer was lost may have reserved; a try that never arrived is barred by the
-/// participant's record of the cancel). Confirm goes to every tried branch. A branch whose
-/// participant refused for good (`Refused`) is not asked again.
-pub fn next_step(phase: Phase, branches: &[BranchStatus], past_deadline: bool) -> Step {
-    use BranchStatus as B;
-    match phase {
-        Phase::Try => {
-            if past_deadline || branches.iter().any(|b| matches!(b, B::Failed)) {
-                Step::DecideCancel
-            } else if let Some(i) = branches.iter().position(|b| *b == B::New) {
-                Step::Try(i)
-            } else if branches.iter().all(|b| *b == B::Tried) {
-                Step::DecideConfirm
-            } else {
-                // Confirmed/cancelled branches in phase try: only an operator could do that.
-                Step::DecideCancel
-            }
-        }
-        Phase::Confirm => match branches.iter().position(|b| *b == B::Tried) {
-            Some(i) => Step::Confirm(i),
-            None => Step::FinishConfirmed,
-        },
-        Phase::Cancel => match branches
-            .iter()
-            .position(|b| !matches!(b, B::Cancelled | B::Refused))
-        {
-            Some(i) => Step::Cancel(i),
-            None => Step::FinishCancelled,
-        },
-    }
-}
-
-impl Step {
-    /// "action branch" for the coordinator in SQL, e.g. "try 1" (branches numbered from 1).
-    pub fn encode(self) -> String {
-        match self {
-            Step::Try(i) => format!("try {}", i + 1),
-            Step::Confirm(i) => format!("confirm {}", i + 1),
-            Step::Cancel(i) => format!("cancel {}", i + 1),
-            Step::DecideConfirm => "decide_confirm 0".into(),
-            Step::DecideCancel => "decide_cancel 0".into(),
-            Step::FinishConfirmed => "finish_confirmed 0".into(),
-            Step::FinishCancelled => "finish_cancelled 0".into(),
-        }
-    }
-}
-
-/// How the coordinator treats an error from a participant's confirm or cancel: only a wallet
-/// rejection (class WA) is final; anything else (a lost connection, a crash, a shutdown, a
-/// serialization failure, a deadlock, an internal error, a participant without wallet_ext) is
-/// retried later, since the participant's calls are idempotent and a wrong "refused" would split
-/// a decided transfer. (A failed try leads to cancel either way.) WA025 is the coordinator's own
-/// "unreachable" and transient too.
-pub fn error_is_transient(sqlstate: &str) -> bool {
-    !sqlstate.starts_with("WA") || sqlstate == "WA025"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn hold(status: HoldStatus) -> Hold {
         Hold {
-            gtid: "g".into(),
-            branch: "b".into(),
+            gtid: Text::from("g"),
+            branch: Text::from("b"),
             status,
             debit_account_id: Some(7),
             credit_account_id: Some(8),
@@ -448,15 +316,15 @@ mod tests {
 
     #[test]
     fn confirm_transitions() {
-        let c = |h: Option<&Hold>, a| code(judge_confirm(h, "g", "b", a));
+        let c = |h: Option<&Hold>, a| code(judge_confirm(h, b"g", b"b", a));
         assert_eq!(c(None, None), "hold_not_found");
         let pending = hold(HoldStatus::Pending);
         assert_eq!(
-            judge_confirm(Some(&pending), "g", "b", None),
+            judge_confirm(Some(&pending), b"g", b"b", None),
             Ok(HoldAction::Confirm { amount: 100 })
         );
         assert_eq!(
-            judge_confirm(Some(&pending), "g", "b", Some(40)),
+            judge_confirm(Some(&pending), b"g", b"b", Some(40)),
             Ok(HoldAction::Confirm { amount: 40 })
         );
         assert_eq!(c(Some(&pending), Some(101)), "amount_above_reserved");
@@ -544,91 +412,9 @@ mod tests {
             assert_eq!(HoldStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(HoldStatus::parse("open"), None);
-        assert!(check_hold_key(Some("g"), "gtid").is_ok());
-        assert!(check_hold_key(Some(""), "gtid").is_err());
+        assert!(check_hold_key(Some(b"g"), "gtid").is_ok());
+        assert!(check_hold_key(Some(b""), "gtid").is_err());
         assert!(check_hold_key(None, "gtid").is_err());
-        assert!(check_hold_key(Some(&"x".repeat(129)), "gtid").is_err());
-    }
-
-    #[test]
-    fn phase_steps() {
-        use BranchStatus as B;
-        let n = |p, b: &[B], late| next_step(p, b, late);
-        // Trying: branches in order, then the decision.
-        assert_eq!(n(Phase::Try, &[B::New, B::New], false), Step::Try(0));
-        assert_eq!(n(Phase::Try, &[B::Tried, B::New], false), Step::Try(1));
-        assert_eq!(
-            n(Phase::Try, &[B::Tried, B::Tried], false),
-            Step::DecideConfirm
-        );
-        // Any failure or the deadline: cancel, even when all were tried.
-        assert_eq!(
-            n(Phase::Try, &[B::Failed, B::New], false),
-            Step::DecideCancel
-        );
-        assert_eq!(
-            n(Phase::Try, &[B::Tried, B::Failed], false),
-            Step::DecideCancel
-        );
-        assert_eq!(
-            n(Phase::Try, &[B::Tried, B::Tried], true),
-            Step::DecideCancel
-        );
-        assert_eq!(n(Phase::Try, &[B::New, B::New], true), Step::DecideCancel);
-        assert_eq!(
-            n(Phase::Try, &[B::Tried, B::Cancelled], false),
-            Step::DecideCancel
-        );
-        // Confirming: every tried branch, then the outcome; the deadline no longer matters.
-        assert_eq!(
-            n(Phase::Confirm, &[B::Tried, B::Tried], true),
-            Step::Confirm(0)
-        );
-        assert_eq!(
-            n(Phase::Confirm, &[B::Confirmed, B::Tried], false),
-            Step::Confirm(1)
-        );
-        assert_eq!(
-            n(Phase::Confirm, &[B::Confirmed, B::Confirmed], false),
-            Step::FinishConfirmed
-        );
-        assert_eq!(
-            n(Phase::Confirm, &[B::Confirmed, B::Refused], false),
-            Step::FinishConfirmed
-        );
-        // Cancelling: every branch not cancelled, tried or not.
-        assert_eq!(
-            n(Phase::Cancel, &[B::New, B::Tried], false),
-            Step::Cancel(0)
-        );
-        assert_eq!(
-            n(Phase::Cancel, &[B::Cancelled, B::Failed], false),
-            Step::Cancel(1)
-        );
-        assert_eq!(
-            n(Phase::Cancel, &[B::Cancelled, B::Cancelled], false),
-            Step::FinishCancelled
-        );
-        assert_eq!(
-            n(Phase::Cancel, &[B::Refused, B::Cancelled], false),
-            Step::FinishCancelled
-        );
-        assert_eq!(Step::Try(0).encode(), "try 1");
-        assert_eq!(Step::DecideCancel.encode(), "decide_cancel 0");
-        assert_eq!(Phase::parse("confirm"), Some(Phase::Confirm));
-        assert_eq!(BranchStatus::parse("refused"), Some(B::Refused));
-        assert_eq!(BranchStatus::parse("x"), None);
-    }
-
-    #[test]
-    fn transient_errors() {
-        for s in [
-            "08001", "08006", "57P01", "40001", "40P01", "WA025", "XX000", "42883",
-        ] {
-            assert!(error_is_transient(s), "{s}");
-        }
-        for s in ["WA008", "WA018", "WA020", "WA021", "WA023"] {
-            assert!(!error_is_transient(s), "{s}");
-        }
+        assert!(check_hold_key(Some("x".repeat(129).as_bytes()), "gtid").is_err());
     }
 }

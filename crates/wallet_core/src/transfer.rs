@@ -1,157 +1,11 @@
-//! Domain rules of the wallet, free of Postgres: amounts, identifiers, the account state machine
-//! and the order in which a transfer's rejections are reported.
-//!
-//! The storage layer enforces the same rules inside its SQL guards (so the hot path needs one
-//! statement); when a guard refuses, the storage layer reads both accounts and asks this module
-//! *which* rule was broken, so the answer always follows the precedence written down here.
+//! Judging a transfer, free of Postgres: the checks of its arguments and of its two accounts, in
+//! the documented order of precedence, the bounds of every balance it moves, and the answer to a
+//! repeated idempotency key. Storage locks the accounts and carries out what these functions allow.
 
+use crate::account::{AccountState, AccountStatus};
 use crate::error::WalletError;
-
-/// Longest idempotency key accepted, in bytes.
-pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 128;
-/// Largest metadata document accepted on an account or a transfer, in bytes of jsonb.
-pub const METADATA_SIZE_MAX: usize = 4096;
-/// Longest owner reference accepted on an account, in bytes.
-pub const OWNER_LENGTH_MAX: usize = 200;
-/// Largest page a reading function returns at once.
-pub const PAGE_ROWS_MAX: i32 = 10_000;
-/// Largest number of minor-unit decimals a currency may declare.
-pub const CURRENCY_SCALE_MAX: i32 = 18;
-
-/// Lifecycle state of an account. Stored as text in `wallet.accounts.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountStatus {
-    Active,
-    Frozen,
-    Closed,
-}
-
-impl AccountStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountStatus::Active => "active",
-            AccountStatus::Frozen => "frozen",
-            AccountStatus::Closed => "closed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<AccountStatus> {
-        match text {
-            "active" => Some(AccountStatus::Active),
-            "frozen" => Some(AccountStatus::Frozen),
-            "closed" => Some(AccountStatus::Closed),
-            _ => None,
-        }
-    }
-}
-
-/// A change of account status that an operator asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusCommand {
-    Freeze,
-    Unfreeze,
-    Close,
-}
-
-impl StatusCommand {
-    /// The event type recorded when the command changes the account.
-    pub fn event_type(self) -> &'static str {
-        match self {
-            StatusCommand::Freeze => "account_frozen",
-            StatusCommand::Unfreeze => "account_unfrozen",
-            StatusCommand::Close => "account_closed",
-        }
-    }
-
-    pub fn target(self) -> AccountStatus {
-        match self {
-            StatusCommand::Freeze => AccountStatus::Frozen,
-            StatusCommand::Unfreeze => AccountStatus::Active,
-            StatusCommand::Close => AccountStatus::Closed,
-        }
-    }
-}
-
-/// What the storage layer knows about an account when a rule has to be judged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountState {
-    pub id: i64,
-    pub currency: String,
-    pub status: AccountStatus,
-    pub allow_overdraft: bool,
-    pub is_system: bool,
-    /// Posted balance, minor units.
-    pub balance: i64,
-    /// Reserved for outgoing holds; counts against what is available.
-    pub pending_debit: i64,
-    /// Reserved incoming amounts of holds not yet posted.
-    pub pending_credit: i64,
-}
-
-impl AccountState {
-    /// An active EUR account without overdraft, for the unit tests of this crate.
-    #[cfg(test)]
-    pub fn for_tests(id: i64, balance: i64) -> AccountState {
-        AccountState {
-            id,
-            currency: "EUR".into(),
-            status: AccountStatus::Active,
-            allow_overdraft: false,
-            is_system: false,
-            balance,
-            pending_debit: 0,
-            pending_credit: 0,
-        }
-    }
-
-    /// What the account may still spend: posted balance less outgoing reservations.
-    /// `None` when the subtraction itself overflows (only possible for overdraft accounts).
-    pub fn available(&self) -> Option<i64> {
-        self.balance.checked_sub(self.pending_debit)
-    }
-}
-
-/// Outcome of a status command that is allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusChange {
-    /// The account moves to the target status; an event is recorded.
-    Changed(AccountStatus),
-    /// The account is already in the target status; nothing is written.
-    Unchanged,
-}
-
-/// The account state machine: active <-> frozen, active | frozen -> closed (empty accounts only).
-/// System accounts are never frozen or closed: money must always be able to enter and leave.
-pub fn apply_status_command(
-    account: &AccountState,
-    command: StatusCommand,
-) -> Result<StatusChange, WalletError> {
-    if account.is_system {
-        return Err(WalletError::SystemAccount {
-            account_id: account.id,
-        });
-    }
-    let target = command.target();
-    if account.status == target {
-        return Ok(StatusChange::Unchanged);
-    }
-    if account.status == AccountStatus::Closed {
-        return Err(WalletError::AccountClosed {
-            account_id: account.id,
-        });
-    }
-    if command == StatusCommand::Close
-        && (account.balance != 0 || account.pending_debit != 0 || account.pending_credit != 0)
-    {
-        return Err(WalletError::AccountNotEmpty {
-            account_id: account.id,
-            balance: account.balance,
-            pending_debit: account.pending_debit,
-            pending_credit: account.pending_credit,
-        });
-    }
-    Ok(StatusChange::Changed(target))
-}
+use crate::limits::{CURRENCY_SCALE_MAX, IDEMPOTENCY_KEY_LENGTH_MAX, PAGE_ROWS_MAX};
+use crate::text::Text;
 
 /// An amount must be present and strictly positive; money is bigint minor units.
 pub fn check_amount(amount: Option<i64>, account_id: Option<i64>) -> Result<i64, WalletError> {
@@ -162,7 +16,7 @@ pub fn check_amount(amount: Option<i64>, account_id: Option<i64>) -> Result<i64,
 }
 
 /// An idempotency key, when given, is 1 to [`IDEMPOTENCY_KEY_LENGTH_MAX`] bytes.
-pub fn check_idempotency_key(key: Option<&str>) -> Result<(), WalletError> {
+pub fn check_idempotency_key(key: Option<&[u8]>) -> Result<(), WalletError> {
     match key {
         Some(k) if k.is_empty() || k.len() > IDEMPOTENCY_KEY_LENGTH_MAX => {
             Err(WalletError::InvalidIdempotencyKey { length: k.len() })
@@ -173,8 +27,8 @@ pub fn check_idempotency_key(key: Option<&str>) -> Result<(), WalletError> {
 
 /// A currency code is 3 to 8 characters of A-Z and 0-9 starting with a letter (ISO 4217 codes and
 /// the usual token symbols fit); the scale is the number of minor-unit decimals, 0 to 18.
-pub fn check_currency(code: &str, scale: i32) -> Result<(), WalletError> {
-    let bytes = code.as_bytes();
+pub fn check_currency(code: &[u8], scale: i32) -> Result<(), WalletError> {
+    let bytes = code;
     let shape_ok = (3..=8).contains(&bytes.len())
         && bytes[0].is_ascii_uppercase()
         && bytes
@@ -182,7 +36,7 @@ pub fn check_currency(code: &str, scale: i32) -> Result<(), WalletError> {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     if !shape_ok || !(0..=CURRENCY_SCALE_MAX).contains(&scale) {
         return Err(WalletError::InvalidCurrency {
-            code: code.to_string(),
+            code: Text::from(code),
             scale,
         });
     }
@@ -227,7 +81,7 @@ pub fn check_transfer_arguments(
     debit_account_id: Option<i64>,
     credit_account_id: Option<i64>,
     amount: Option<i64>,
-    idempotency_key: Option<&str>,
+    idempotency_key: Option<&[u8]>,
 ) -> Result<TransferRequest, WalletError> {
     let debit_account_id = debit_account_id.ok_or(WalletError::InvalidArgument {
         argument: "debit_account_id",
@@ -381,7 +235,7 @@ pub struct PriorTransfer {
 
 /// Same key and same parameters: the first answer. Same key and anything else different: refused.
 pub fn replay_answer(
-    key: &str,
+    key: &[u8],
     request: &TransferRequest,
     prior: &PriorTransfer,
 ) -> Result<i64, WalletError> {
@@ -394,24 +248,13 @@ pub fn replay_answer(
         Ok(prior.transfer_id)
     } else {
         Err(WalletError::IdempotencyKeyReused {
-            key: key.to_string(),
+            key: Text::from(key),
             transfer_id: prior.transfer_id,
             debit_account_id: request.debit_account_id,
             credit_account_id: request.credit_account_id,
             amount: request.amount,
         })
     }
-}
-
-/// FNV-1a, 64 bits: a hash of the idempotency key that every backend computes alike, forever,
-/// used to serialise two sessions that present the same key at once.
-pub fn key_hash(key: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
 }
 
 #[cfg(test)]
@@ -461,30 +304,30 @@ mod tests {
     fn argument_checks_follow_precedence() {
         // NULL account beats a bad amount; a bad amount beats a bad key; a bad key beats same-account.
         assert!(matches!(
-            check_transfer_arguments(None, Some(1), Some(-1), Some("")),
+            check_transfer_arguments(None, Some(1), Some(-1), Some(b"")),
             Err(WalletError::InvalidArgument {
                 argument: "debit_account_id",
                 ..
             })
         ));
         assert!(matches!(
-            check_transfer_arguments(Some(1), None, Some(-1), Some("")),
+            check_transfer_arguments(Some(1), None, Some(-1), Some(b"")),
             Err(WalletError::InvalidArgument {
                 argument: "credit_account_id",
                 ..
             })
         ));
         assert!(matches!(
-            check_transfer_arguments(Some(1), Some(1), Some(0), Some("")),
+            check_transfer_arguments(Some(1), Some(1), Some(0), Some(b"")),
             Err(WalletError::InvalidAmount { .. })
         ));
         assert!(matches!(
-            check_transfer_arguments(Some(1), Some(1), Some(5), Some("")),
+            check_transfer_arguments(Some(1), Some(1), Some(5), Some(b"")),
             Err(WalletError::InvalidIdempotencyKey { length: 0 })
         ));
         let long = "k".repeat(IDEMPOTENCY_KEY_LENGTH_MAX + 1);
         assert!(matches!(
-            check_transfer_arguments(Some(1), Some(2), Some(5), Some(&long)),
+            check_transfer_arguments(Some(1), Some(2), Some(5), Some(long.as_bytes())),
             Err(WalletError::InvalidIdempotencyKey { .. })
         ));
         assert_eq!(
@@ -495,7 +338,7 @@ mod tests {
             })
         );
         assert_eq!(
-            check_transfer_arguments(Some(1), Some(2), Some(5), Some("k")),
+            check_transfer_arguments(Some(1), Some(2), Some(5), Some(b"k")),
             Ok(request(5))
         );
     }
@@ -626,82 +469,16 @@ mod tests {
     }
 
     #[test]
-    fn status_machine_allows_and_refuses_every_transition() {
-        use AccountStatus::*;
-        use StatusCommand::*;
-        let cases = [
-            (Active, Freeze, Ok(StatusChange::Changed(Frozen))),
-            (Active, Unfreeze, Ok(StatusChange::Unchanged)),
-            (Active, Close, Ok(StatusChange::Changed(Closed))),
-            (Frozen, Freeze, Ok(StatusChange::Unchanged)),
-            (Frozen, Unfreeze, Ok(StatusChange::Changed(Active))),
-            (Frozen, Close, Ok(StatusChange::Changed(Closed))),
-            (
-                Closed,
-                Freeze,
-                Err(WalletError::AccountClosed { account_id: 1 }),
-            ),
-            (
-                Closed,
-                Unfreeze,
-                Err(WalletError::AccountClosed { account_id: 1 }),
-            ),
-            (Closed, Close, Ok(StatusChange::Unchanged)),
-        ];
-        for (from, command, expected) in cases {
-            let mut a = account(1);
-            a.balance = 0;
-            a.status = from;
-            assert_eq!(
-                apply_status_command(&a, command),
-                expected,
-                "{from:?} {command:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn only_empty_accounts_close_and_system_accounts_never_change() {
-        let a = account(1);
-        assert!(matches!(
-            apply_status_command(&a, StatusCommand::Close),
-            Err(WalletError::AccountNotEmpty { balance: 100, .. })
-        ));
-        let mut pending = account(1);
-        pending.balance = 0;
-        pending.pending_credit = 3;
-        assert!(matches!(
-            apply_status_command(&pending, StatusCommand::Close),
-            Err(WalletError::AccountNotEmpty {
-                pending_credit: 3,
-                ..
-            })
-        ));
-        let mut system = account(9);
-        system.is_system = true;
-        for command in [
-            StatusCommand::Freeze,
-            StatusCommand::Unfreeze,
-            StatusCommand::Close,
-        ] {
-            assert_eq!(
-                apply_status_command(&system, command),
-                Err(WalletError::SystemAccount { account_id: 9 })
-            );
-        }
-    }
-
-    #[test]
     fn currency_codes() {
         for ok in ["EUR", "USD", "USDT", "BTC", "X1Y2Z3AB"] {
-            assert_eq!(check_currency(ok, 2), Ok(()), "{ok}");
+            assert_eq!(check_currency(ok.as_bytes(), 2), Ok(()), "{ok}");
         }
         for bad in ["", "EU", "eur", "1EU", "EUR-", "ABCDEFGHI", "ÉUR"] {
-            assert!(check_currency(bad, 2).is_err(), "{bad}");
+            assert!(check_currency(bad.as_bytes(), 2).is_err(), "{bad}");
         }
-        assert!(check_currency("EUR", -1).is_err());
-        assert!(check_currency("EUR", 19).is_err());
-        assert_eq!(check_currency("EUR", 18), Ok(()));
+        assert!(check_currency(b"EUR", -1).is_err());
+        assert!(check_currency(b"EUR", 19).is_err());
+        assert_eq!(check_currency(b"EUR", 18), Ok(()));
     }
 
     #[test]
@@ -714,9 +491,9 @@ mod tests {
             amount: Some(5),
             metadata_matches: true,
         };
-        assert_eq!(replay_answer("k", &request(5), &prior), Ok(42));
+        assert_eq!(replay_answer(b"k", &request(5), &prior), Ok(42));
         assert!(matches!(
-            replay_answer("k", &request(6), &prior),
+            replay_answer(b"k", &request(6), &prior),
             Err(WalletError::IdempotencyKeyReused {
                 transfer_id: 42,
                 ..
@@ -726,18 +503,18 @@ mod tests {
             metadata_matches: false,
             ..prior.clone()
         };
-        assert!(replay_answer("k", &request(5), &other_metadata).is_err());
+        assert!(replay_answer(b"k", &request(5), &other_metadata).is_err());
         let swapped = TransferRequest {
             debit_account_id: 2,
             credit_account_id: 1,
             amount: 5,
         };
-        assert!(replay_answer("k", &swapped, &prior).is_err());
+        assert!(replay_answer(b"k", &swapped, &prior).is_err());
         let hold = PriorTransfer {
             event_type: "hold_placed".into(),
             ..prior.clone()
         };
-        assert!(replay_answer("k", &request(5), &hold).is_err());
+        assert!(replay_answer(b"k", &request(5), &hold).is_err());
     }
 
     #[test]
@@ -746,13 +523,5 @@ mod tests {
         assert!(check_page_rows(PAGE_ROWS_MAX).is_ok());
         assert!(check_page_rows(0).is_err());
         assert!(check_page_rows(PAGE_ROWS_MAX + 1).is_err());
-    }
-
-    #[test]
-    fn key_hash_is_stable() {
-        // Fixed values: changing the hash would let two builds in one cluster disagree.
-        assert_eq!(key_hash(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(key_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_ne!(key_hash(b"order-1"), key_hash(b"order-2"));
     }
 }

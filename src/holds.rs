@@ -1,0 +1,642 @@
+//! The hold commands: the participant side of Try-Confirm/Cancel on this database. Each call on a
+//! (gtid, branch) takes the wallet's lock on that key, then locks the hold row, then the accounts
+//! in ascending id order (through `accounts.rs`, as transfers and batches do), asks the hold
+//! state machine (`wallet_core::hold`) what to do, and moves the money through the one account
+//! writer and the one event writer. Hold rows themselves are kept SQL (`sql/queries/hold_*.sql`).
+
+use std::collections::HashMap;
+
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::IntoDatum;
+use wallet_core::account::AccountState;
+use wallet_core::event::MoneyEventType;
+use wallet_core::hold::{self, Hold, HoldAction, HoldStatus};
+use wallet_core::locks::{self as lock_keys, LockClass};
+use wallet_core::text::Text;
+use wallet_core::transfer;
+
+use crate::accounts::{Accounts, LockedAccount};
+use crate::catalog::{Also, Tables};
+use crate::commands::{query, system_account_of_currency, text_datum};
+use crate::error::{WalletError, WalletResult};
+use crate::events::{self, EventWriter, MoneyEvent};
+use crate::locks;
+use crate::spi::{Connection, Kept, Rows};
+
+const I8: Oid = pg_sys::INT8OID;
+const I4: Oid = pg_sys::INT4OID;
+const TEXT: Oid = pg_sys::TEXTOID;
+const TIMESTAMPTZ: Oid = pg_sys::TIMESTAMPTZOID;
+
+query!(HOLD_LOOKUP, 16, "hold_lookup.sql", [TEXT, TEXT], true);
+query!(HOLD_EXPIRED, 17, "hold_expired.sql", [I4], true);
+query!(
+    HOLD_INSERT,
+    20,
+    "hold_insert.sql",
+    [TEXT, TEXT, I8, I8, I8, TEXT, I8],
+    false
+);
+query!(HOLD_FINISH, 21, "hold_finish.sql", [I8, TEXT, I8, I8], true);
+query!(
+    HOLD_EVENT_DATA,
+    22,
+    "hold_event_data.sql",
+    [I8, TEXT, TEXT, TIMESTAMPTZ, I8],
+    false
+);
+query!(
+    HOLD_RECORD_CANCEL,
+    23,
+    "hold_record_cancel.sql",
+    [TEXT, TEXT],
+    false
+);
+query!(
+    SYSTEM_ACCOUNT_OF_HOLD,
+    8,
+    "system_account_of.sql",
+    [I8],
+    false
+);
+
+pub const KEPT: &[&Kept] = &[
+    &HOLD_LOOKUP,
+    &HOLD_EXPIRED,
+    &HOLD_INSERT,
+    &HOLD_FINISH,
+    &HOLD_EVENT_DATA,
+    &HOLD_RECORD_CANCEL,
+    &SYSTEM_ACCOUNT_OF_HOLD,
+];
+
+/// Row `row` of hold_lookup.sql / hold_expired.sql.
+fn hold_row(rows: &Rows, row: usize) -> WalletResult<Hold> {
+    let id: i64 = rows.get(row, 1).unwrap_or_default();
+    let status = rows.bytes(row, 2).unwrap_or_default();
+    let status = std::str::from_utf8(&status)
+        .ok()
+        .and_then(HoldStatus::parse)
+        .ok_or_else(|| {
+            WalletError::DataCorrupted(format!(
+                "wallet.holds: hold {id} has status '{}', which the wallet never writes",
+                Text(status.clone())
+            ))
+        })?;
+    Ok(Hold {
+        hold_id: id,
+        status,
+        debit_account_id: rows.get(row, 3),
+        credit_account_id: rows.get(row, 4),
+        reserved: rows.get(row, 5).unwrap_or_default(),
+        confirmed_amount: rows.get(row, 6),
+        timed_out: rows.get(row, 7).unwrap_or(false),
+        confirm_seq: rows.get(row, 8),
+        gtid: Text(rows.bytes(row, 10).unwrap_or_default()),
+        branch: Text(rows.bytes(row, 11).unwrap_or_default()),
+    })
+}
+
+/// Serialises the calls for one (gtid, branch), like an idempotency key: a try and a cancel of
+/// the same branch arriving together run one after the other, so one of them sees the other.
+fn lock_hold_key(gtid: &[u8], branch: &[u8]) -> WalletResult<()> {
+    locks::lock_for_transaction(LockClass::Hold, &lock_keys::hold_key(gtid, branch))
+}
+
+fn lookup_hold(conn: &Connection, gtid: &[u8], branch: &[u8]) -> WalletResult<Option<Hold>> {
+    let rows = conn.execute(
+        &HOLD_LOOKUP,
+        &[Some(text_datum(gtid)), Some(text_datum(branch))],
+    );
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    hold_row(&rows, 0).map(Some)
+}
+
+/// A try after `hold::check_hold_key` and `transfer::check_amount` passed.
+pub struct TryCall<'a> {
+    pub gtid: &'a [u8],
+    pub branch: &'a [u8],
+    /// None: the system account of `currency` (or of the other account's currency).
+    pub debit_account_id: Option<i64>,
+    pub credit_account_id: Option<i64>,
+    pub amount: i64,
+    pub timeout_micros: i64,
+    pub currency: Option<&'a [u8]>,
+}
+
+/// The system account standing in for a side left NULL.
+fn resolve_side(
+    conn: &Connection,
+    side: Option<i64>,
+    other: Option<i64>,
+    currency: Option<&[u8]>,
+) -> WalletResult<i64> {
+    if let Some(id) = side {
+        return Ok(id);
+    }
+    if let Some(code) = currency {
+        return system_account_of_currency(conn, code);
+    }
+    let other = other.ok_or_else(|| {
+        WalletError::invalid_argument(
+            "debit_account_id",
+            "the debit and credit accounts cannot both be NULL",
+        )
+    })?;
+    let rows = conn.execute(&SYSTEM_ACCOUNT_OF_HOLD, &[other.into_datum()]);
+    if rows.is_empty() {
+        return Err(WalletError::AccountNotFound { account_id: other });
+    }
+    rows.get(0, 1)
+        .ok_or(WalletError::AccountNotFound { account_id: other })
+}
+
+/// Locks the accounts of a hold (distinct) in ascending id order: (debit, credit).
+fn lock_pair(
+    accounts: &Accounts,
+    conn: &Connection,
+    debit: i64,
+    credit: i64,
+    amount: i64,
+) -> WalletResult<(Option<LockedAccount>, Option<LockedAccount>)> {
+    let ids = if debit < credit {
+        [debit, credit]
+    } else {
+        [credit, debit]
+    };
+    let mut locked = accounts
+        .lock(conn, &ids)?
+        .map_err(|_| WalletError::ConcurrentChange {
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount,
+        })?;
+    let second = locked.pop().flatten();
+    let first = locked.pop().flatten();
+    Ok(if debit < credit {
+        (first, second)
+    } else {
+        (second, first)
+    })
+}
+
+/// The jsonb data of a hold event (see hold_event_data.sql), valid until the command ends.
+fn event_data(
+    conn: &Connection,
+    h: &HoldIds,
+    expires_at: Option<Datum>,
+    reserved: Option<i64>,
+) -> Datum {
+    let rows = conn.execute(
+        &HOLD_EVENT_DATA,
+        &[
+            h.hold_id.into_datum(),
+            Some(h.gtid),
+            Some(h.branch),
+            expires_at,
+            reserved.into_datum(),
+        ],
+    );
+    rows.copied_datum(0, 1)
+        .expect("jsonb_build_object is never NULL")
+}
+
+/// What identifies a hold in its events: its id and key, as datums.
+struct HoldIds {
+    hold_id: i64,
+    gtid: Datum,
+    branch: Datum,
+}
+
+/// Try: reserves the amount (or answers a repeat with the first hold id).
+pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<i64> {
+    let tables = Tables::open(c"a wallet hold", Also::Holds)?;
+    lock_hold_key(call.gtid, call.branch)?;
+    let stored = lookup_hold(conn, call.gtid, call.branch)?;
+    match hold::judge_try(
+        stored.as_ref(),
+        call.debit_account_id,
+        call.credit_account_id,
+        call.amount,
+    )? {
+        HoldAction::Place => {}
+        _ => return Ok(stored.map_or(0, |h| h.hold_id)),
+    }
+    let debit = resolve_side(
+        conn,
+        call.debit_account_id,
+        call.credit_account_id,
+        call.currency,
+    )?;
+    let credit = resolve_side(conn, call.credit_account_id, Some(debit), call.currency)?;
+    let request =
+        transfer::check_transfer_arguments(Some(debit), Some(credit), Some(call.amount), None)?;
+    let accounts = Accounts::open(&tables);
+    let (d, c) = lock_pair(&accounts, conn, debit, credit, call.amount)?;
+    transfer::check_transfer_against(
+        &request,
+        d.as_ref().map(|a| &a.state),
+        c.as_ref().map(|a| &a.state),
+    )?;
+    let (Some(d), Some(c)) = (d, c) else {
+        unreachable!("check_transfer_against refuses a missing account")
+    };
+    if let Some(code) = call.currency {
+        if d.state.currency.as_bytes() != code {
+            // Both accounts share a currency (checked above), just not the one asked for.
+            let system = resolve_side(conn, None, None, Some(code))?;
+            return Err(WalletError::CurrencyMismatch {
+                debit_account_id: d.state.id,
+                debit_currency: d.state.currency.clone(),
+                credit_account_id: system,
+                credit_currency: Text::from(code),
+                amount: call.amount,
+            });
+        }
+    }
+    transfer::check_reservation_bounds(&d.state, &c.state, call.amount)?;
+    let (gtid, branch) = (text_datum(call.gtid), text_datum(call.branch));
+    let rows = conn.execute(
+        &HOLD_INSERT,
+        &[
+            Some(gtid),
+            Some(branch),
+            debit.into_datum(),
+            credit.into_datum(),
+            call.amount.into_datum(),
+            Some(d.currency),
+            call.timeout_micros.into_datum(),
+        ],
+    );
+    if rows.is_empty() {
+        return Err(request.concurrent_change());
+    }
+    let hold_id: i64 = rows.get(0, 1).unwrap_or_default();
+    // A timestamptz, passed by value.
+    let expires_at = rows.get::<i64>(0, 2).map(Datum::from);
+    let ids = HoldIds {
+        hold_id,
+        gtid,
+        branch,
+    };
+    let data = event_data(conn, &ids, expires_at, None);
+    let moves = [Move {
+        event_type: MoneyEventType::HoldPlaced,
+        amount: 0,
+        pending_delta: call.amount,
+        data,
+    }];
+    post_hold_events(&tables, &accounts, conn, &d, &c, &moves)?;
+    Ok(hold_id)
+}
+
+/// One hold event on a pair of locked accounts: the posted amount and the change of the pending
+/// amounts (debit's pending_debit, credit's pending_credit).
+struct Move {
+    event_type: MoneyEventType,
+    amount: i64,
+    pending_delta: i64,
+    data: Datum,
+}
+
+/// Applies `moves` in order to the locked accounts `d` (debit) and `c` (credit): each one event,
+/// linked into both accounts' chains; each account row is written once, with its final state.
+fn post_hold_events(
+    tables: &Tables,
+    accounts: &Accounts,
+    conn: &Connection,
+    d: &LockedAccount,
+    c: &LockedAccount,
+    moves: &[Move],
+) -> WalletResult<Vec<i64>> {
+    let mut debit = d.state.clone();
+    let mut credit = c.state.clone();
+    let (mut debit_prev, mut credit_prev) = (d.last_seq, c.last_seq);
+    let mut writer = EventWriter::open(tables, conn, moves.len());
+    let mut seqs = Vec::with_capacity(moves.len());
+    for m in moves {
+        apply_move(&mut debit, &mut credit, m.amount, m.pending_delta)?;
+        let seq = events::next_seq(tables);
+        writer.append(&MoneyEvent {
+            seq,
+            event_type: m.event_type,
+            debit_account_id: debit.id,
+            credit_account_id: credit.id,
+            amount: m.amount,
+            currency: d.currency,
+            debit_balance: debit.balance,
+            credit_balance: credit.balance,
+            idempotency_key: None,
+            data: Some(m.data),
+            pending_delta: Some(m.pending_delta),
+            debit_prev,
+            credit_prev,
+        });
+        (debit_prev, credit_prev) = (Some(seq), Some(seq));
+        seqs.push(seq);
+    }
+    let last = *seqs.last().expect("at least one move");
+    accounts.write(
+        conn,
+        d,
+        debit.balance,
+        debit.pending_debit,
+        debit.pending_credit,
+        last,
+    );
+    accounts.write(
+        conn,
+        c,
+        credit.balance,
+        credit.pending_debit,
+        credit.pending_credit,
+        last,
+    );
+    // Hold events carry no idempotency key: no conflict is possible.
+    writer.finish();
+    Ok(seqs)
+}
+
+/// Moves `amount` from debit to credit and `pending_delta` onto their pending amounts, within
+/// bigint: the bounds were judged at try and at confirm (`transfer::check_posting_bounds`), and a
+/// pending amount never goes below zero unless someone changed the table by hand.
+fn apply_move(
+    debit: &mut AccountState,
+    credit: &mut AccountState,
+    amount: i64,
+    pending_delta: i64,
+) -> WalletResult<()> {
+    let broken = |account: &AccountState| {
+        WalletError::DataCorrupted(format!(
+            "wallet.accounts: the pending amounts of account {} (debit {}, credit {}) do not hold the hold being released: someone changed them by hand",
+            account.id, account.pending_debit, account.pending_credit
+        ))
+    };
+    let (debit_balance, credit_balance) = transfer::balances_after(debit, credit, amount);
+    let pending_debit = debit
+        .pending_debit
+        .checked_add(pending_delta)
+        .filter(|p| *p >= 0);
+    let pending_credit = credit
+        .pending_credit
+        .checked_add(pending_delta)
+        .filter(|p| *p >= 0);
+    debit.pending_debit = pending_debit.ok_or_else(|| broken(debit))?;
+    credit.pending_credit = pending_credit.ok_or_else(|| broken(credit))?;
+    debit.balance = debit_balance;
+    credit.balance = credit_balance;
+    Ok(())
+}
+
+/// The accounts of a pending hold (a hold without them is a recorded empty cancel, never
+/// pending).
+fn hold_accounts(h: &Hold) -> WalletResult<(i64, i64)> {
+    match (h.debit_account_id, h.credit_account_id) {
+        (Some(d), Some(c)) => Ok((d, c)),
+        _ => Err(WalletError::DataCorrupted(format!(
+            "wallet.holds: pending hold {} has no accounts",
+            h.hold_id
+        ))),
+    }
+}
+
+fn locked_hold_accounts(
+    accounts: &Accounts,
+    conn: &Connection,
+    h: &Hold,
+) -> WalletResult<(LockedAccount, LockedAccount)> {
+    let (debit_id, credit_id) = hold_accounts(h)?;
+    match lock_pair(accounts, conn, debit_id, credit_id, h.reserved)? {
+        (Some(d), Some(c)) => Ok((d, c)),
+        _ => Err(WalletError::DataCorrupted(format!(
+            "wallet.accounts: an account of hold {} (accounts {debit_id} and {credit_id}) is missing",
+            h.hold_id
+        ))),
+    }
+}
+
+fn finish_hold(
+    conn: &Connection,
+    hold_id: i64,
+    status: HoldStatus,
+    confirmed: Option<(i64, i64)>,
+) -> WalletResult<()> {
+    let rows = conn.execute(
+        &HOLD_FINISH,
+        &[
+            hold_id.into_datum(),
+            status.as_str().into_datum(),
+            confirmed.map(|c| c.0).into_datum(),
+            confirmed.map(|c| c.1).into_datum(),
+        ],
+    );
+    if rows.is_empty() {
+        return Err(WalletError::TableShape(format!(
+            "the update of hold {hold_id} was skipped by something added to wallet.holds (a trigger, rule or policy): nothing was written"
+        )));
+    }
+    Ok(())
+}
+
+/// Confirm: posts `amount` (None = all reserved); returns the posting's transfer id (event seq),
+/// the first one for a repeat.
+pub fn confirm_hold(
+    conn: &Connection,
+    gtid: &[u8],
+    branch: &[u8],
+    amount: Option<i64>,
+) -> WalletResult<i64> {
+    let tables = Tables::open(c"a wallet hold", Also::Holds)?;
+    lock_hold_key(gtid, branch)?;
+    let stored = lookup_hold(conn, gtid, branch)?;
+    let action = hold::judge_confirm(stored.as_ref(), gtid, branch, amount)?;
+    let Some(h) = stored else {
+        unreachable!("judge_confirm refuses a missing hold")
+    };
+    let amount = match action {
+        HoldAction::Confirm { amount } => amount,
+        _ => return Ok(h.confirm_seq.unwrap_or_default()),
+    };
+    // The reservation was granted at try: status and funds are not judged again (a frozen
+    // account's confirmed hold still posts). Only the bigint bounds are.
+    let accounts = Accounts::open(&tables);
+    let (d, c) = locked_hold_accounts(&accounts, conn, &h)?;
+    transfer::check_posting_bounds(&d.state, &c.state, amount)?;
+    let ids = HoldIds {
+        hold_id: h.hold_id,
+        gtid: text_datum(gtid),
+        branch: text_datum(branch),
+    };
+    let data = event_data(conn, &ids, None, Some(h.reserved));
+    let moves = [Move {
+        event_type: MoneyEventType::HoldConfirmed,
+        amount,
+        pending_delta: -h.reserved,
+        data,
+    }];
+    let seq = post_hold_events(&tables, &accounts, conn, &d, &c, &moves)?[0];
+    finish_hold(conn, h.hold_id, HoldStatus::Confirmed, Some((amount, seq)))?;
+    Ok(seq)
+}
+
+/// Cancel: releases the hold, or records a cancel whose try never arrived; returns the hold id.
+pub fn cancel_hold(conn: &Connection, gtid: &[u8], branch: &[u8]) -> WalletResult<i64> {
+    let tables = Tables::open(c"a wallet hold", Also::Holds)?;
+    lock_hold_key(gtid, branch)?;
+    let stored = lookup_hold(conn, gtid, branch)?;
+    match hold::judge_cancel(stored.as_ref())? {
+        HoldAction::RecordEmptyCancel => {
+            let rows = conn.execute(
+                &HOLD_RECORD_CANCEL,
+                &[Some(text_datum(gtid)), Some(text_datum(branch))],
+            );
+            if rows.is_empty() {
+                return Err(WalletError::ConcurrentChange {
+                    debit_account_id: 0,
+                    credit_account_id: 0,
+                    amount: 0,
+                });
+            }
+            Ok(rows.get(0, 1).unwrap_or_default())
+        }
+        HoldAction::Release => {
+            let h = stored.expect("judged: a stored hold");
+            let accounts = Accounts::open(&tables);
+            let (d, c) = locked_hold_accounts(&accounts, conn, &h)?;
+            release(
+                &tables,
+                &accounts,
+                conn,
+                &[(&h, &d, &c)],
+                HoldStatus::Cancelled,
+            )?;
+            Ok(h.hold_id)
+        }
+        _ => Ok(stored.map_or(0, |h| h.hold_id)),
+    }
+}
+
+/// Releases pending holds whose rows and accounts this transaction has locked: per hold one
+/// event, per account one write with its final state.
+fn release(
+    tables: &Tables,
+    accounts: &Accounts,
+    conn: &Connection,
+    holds: &[(&Hold, &LockedAccount, &LockedAccount)],
+    status: HoldStatus,
+) -> WalletResult<()> {
+    let event_type = if status == HoldStatus::Expired {
+        MoneyEventType::HoldExpired
+    } else {
+        MoneyEventType::HoldCancelled
+    };
+    // Per account: its state as the releases so far left it, and its newest event.
+    let mut states: HashMap<i64, (AccountState, Option<i64>, &LockedAccount)> = HashMap::new();
+    for &(_, d, c) in holds {
+        for a in [d, c] {
+            states
+                .entry(a.state.id)
+                .or_insert((a.state.clone(), a.last_seq, a));
+        }
+    }
+    let mut writer = EventWriter::open(tables, conn, holds.len());
+    for &(h, d, c) in holds {
+        let ids = HoldIds {
+            hold_id: h.hold_id,
+            gtid: text_datum(h.gtid.as_bytes()),
+            branch: text_datum(h.branch.as_bytes()),
+        };
+        let data = event_data(conn, &ids, None, Some(h.reserved));
+        let (mut debit, debit_prev) = (states[&d.state.id].0.clone(), states[&d.state.id].1);
+        let (mut credit, credit_prev) = (states[&c.state.id].0.clone(), states[&c.state.id].1);
+        apply_move(&mut debit, &mut credit, 0, -h.reserved)?;
+        let seq = events::next_seq(tables);
+        writer.append(&MoneyEvent {
+            seq,
+            event_type,
+            debit_account_id: debit.id,
+            credit_account_id: credit.id,
+            amount: 0,
+            currency: d.currency,
+            debit_balance: debit.balance,
+            credit_balance: credit.balance,
+            idempotency_key: None,
+            data: Some(data),
+            pending_delta: Some(-h.reserved),
+            debit_prev,
+            credit_prev,
+        });
+        states.insert(debit.id, (debit, Some(seq), d));
+        let credit_id = credit.id;
+        states.insert(credit_id, (credit, Some(seq), c));
+        finish_hold(conn, h.hold_id, status, None)?;
+    }
+    let mut changed: Vec<_> = states.into_values().collect();
+    changed.sort_by_key(|(state, _, _)| state.id);
+    for (state, last, row) in changed {
+        accounts.write(
+            conn,
+            row,
+            state.balance,
+            state.pending_debit,
+            state.pending_credit,
+            last.expect("every released account got an event"),
+        );
+    }
+    writer.finish();
+    Ok(())
+}
+
+/// Releases up to `max_holds` pending holds past their timeout; returns how many.
+pub fn expire_holds(conn: &Connection, max_holds: i32) -> WalletResult<i64> {
+    let tables = Tables::open(c"a wallet hold expiry", Also::Holds)?;
+    let rows = conn.execute(&HOLD_EXPIRED, &[max_holds.into_datum()]);
+    let holds: Vec<Hold> = (0..rows.len())
+        .map(|i| hold_row(&rows, i))
+        .collect::<WalletResult<_>>()?;
+    let due: Vec<&Hold> = holds
+        .iter()
+        .filter(|h| hold::judge_expiry(h) == Some(HoldAction::Release))
+        .collect();
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let mut ids: Vec<i64> = Vec::new();
+    for h in &due {
+        let (d, c) = hold_accounts(h)?;
+        ids.extend([d, c]);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    // All their accounts at once, in ascending id order, as every writer locks.
+    let accounts = Accounts::open(&tables);
+    let locked = accounts
+        .lock(conn, &ids)?
+        .map_err(|c| WalletError::ConcurrentChange {
+            debit_account_id: c.0,
+            credit_account_id: c.0,
+            amount: 0,
+        })?;
+    let by_id: HashMap<i64, &LockedAccount> = ids
+        .iter()
+        .zip(&locked)
+        .filter_map(|(&id, a)| Some((id, a.as_ref()?)))
+        .collect();
+    let mut releases = Vec::with_capacity(due.len());
+    for h in &due {
+        let (d, c) = hold_accounts(h)?;
+        match (by_id.get(&d), by_id.get(&c)) {
+            (Some(d), Some(c)) => releases.push((*h, *d, *c)),
+            _ => {
+                return Err(WalletError::DataCorrupted(format!(
+                    "wallet.accounts: an account of hold {} (accounts {d} and {c}) is missing",
+                    h.hold_id
+                )))
+            }
+        }
+    }
+    release(&tables, &accounts, conn, &releases, HoldStatus::Expired)?;
+    Ok(releases.len() as i64)
+}

@@ -1,0 +1,71 @@
+//! The wallet's own locks: object locks on a key, which no other role can take (see
+//! `wallet_core::locks` for why not advisory locks). One function per kind of hold on a lock.
+
+use std::ffi::c_int;
+
+use pgrx::pg_sys;
+use wallet_core::locks::{lock_fields, LockClass};
+
+use crate::catalog;
+use crate::error::WalletResult;
+
+/// The lock tag of `key` in `class`, in this database.
+fn tag(class: LockClass, key: &[u8]) -> WalletResult<pg_sys::LOCKTAG> {
+    let c = catalog::current()?;
+    let class_oid = match class {
+        LockClass::IdempotencyKey => c.events,
+        LockClass::Hold => c.holds,
+        LockClass::GlobalTransaction => c.global_transactions,
+    };
+    let (objid, objsubid) = lock_fields(key);
+    Ok(pg_sys::LOCKTAG {
+        // SAFETY: a plain read of a backend global.
+        locktag_field1: u32::from(unsafe { pg_sys::MyDatabaseId }),
+        locktag_field2: u32::from(class_oid),
+        locktag_field3: objid,
+        locktag_field4: objsubid,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_OBJECT as u8,
+        locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
+    })
+}
+
+const MODE: pg_sys::LOCKMODE = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
+
+/// Waits for and takes the lock of `key` until this transaction ends. Two sessions presenting
+/// the same key run one after the other (a deadlock between keys is Postgres's 40P01).
+pub fn lock_for_transaction(class: LockClass, key: &[u8]) -> WalletResult<()> {
+    let tag = tag(class, key)?;
+    // SAFETY: LockAcquire waits (handling interrupts and deadlocks) and may raise an ERROR.
+    unsafe { pg_sys::LockAcquire(&tag, MODE, false, false) };
+    Ok(())
+}
+
+/// Takes the lock of `key` for this session (until [`unlock_session`] or the end of the
+/// backend); with `wait` false, returns false at once when another session holds it.
+pub fn lock_for_session(class: LockClass, key: &[u8], wait: bool) -> WalletResult<bool> {
+    let tag = tag(class, key)?;
+    // SAFETY: as above; a session lock survives the transaction.
+    let result = unsafe { pg_sys::LockAcquire(&tag, MODE, true, !wait) };
+    Ok(result != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL)
+}
+
+/// Releases a session lock taken by [`lock_for_session`]; false if this session did not hold it.
+pub fn unlock_session(class: LockClass, key: &[u8]) -> WalletResult<bool> {
+    let tag = tag(class, key)?;
+    // SAFETY: releases one hold of a session lock of this backend (a WARNING if it had none).
+    Ok(unsafe { pg_sys::LockRelease(&tag, MODE, true) })
+}
+
+/// Whether any session holds the lock of `key` (for recovery's candidates).
+pub fn is_free(class: LockClass, key: &[u8]) -> WalletResult<bool> {
+    if !lock_for_session(class, key, false)? {
+        return Ok(false);
+    }
+    unlock_session(class, key)?;
+    Ok(true)
+}
+
+#[allow(dead_code)]
+fn _mode_is_exclusive() -> c_int {
+    MODE
+}
