@@ -86,6 +86,16 @@ AS 'MODULE_PATHNAME', 'wallet_transfer_batch_rows';
 COMMENT ON FUNCTION wallet.transfer_batch(bigint[], bigint[], bigint[], text[], boolean[]) IS
     'Up to 10,000 transfers in one call, applied in order; one result per transfer (ok, exists, or a rejection name), never raising for a rejected transfer. linked[i] ties transfer i to the next: a chain succeeds or fails whole.';
 
+-- How wallet.accounts and wallet.events are written now: 'direct' (the table access methods,
+-- while the table has exactly the shape the extension gave it) or 'executor' (SQL statements,
+-- which honour whatever a DBA added), with the reason (src/catalog.rs).
+CREATE FUNCTION wallet.write_paths()
+RETURNS TABLE (table_name text, write_path text, reason text)
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_write_paths';
+COMMENT ON FUNCTION wallet.write_paths() IS
+    'How wallet.accounts and wallet.events are written now (direct or executor), and why.';
+
 -- ---- reading ---------------------------------------------------------------------------------
 
 -- Shared by the reading functions: the same rejections, with the same SQLSTATEs, as the C ones.
@@ -114,9 +124,8 @@ END
 $fn$;
 
 CREATE FUNCTION wallet._require_page(max_rows integer) RETURNS void
-LANGUAGE sql IMMUTABLE AS $fn$
-    SELECT wallet._require_range('max_rows', $1, 1, 10000)
-$fn$;
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+RETURN wallet._require_range('max_rows', $1, 1, 10000);
 
 CREATE FUNCTION wallet.get_account(account_id bigint)
 RETURNS wallet.accounts
@@ -210,12 +219,13 @@ CREATE FUNCTION wallet.get_transfer(transfer_id bigint)
 RETURNS TABLE (transfer_id bigint, occurred_at timestamptz, debit_account_id bigint,
                credit_account_id bigint, amount bigint, currency text,
                idempotency_key text, metadata jsonb)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
     SELECT e.seq, e.occurred_at, e.debit_account_id, e.credit_account_id, e.amount, e.currency,
            e.idempotency_key, e.data
       FROM wallet.events AS e
-     WHERE e.seq = $1 AND e.event_type IN ('transfer', 'hold_confirmed')
-$fn$;
+     WHERE e.seq = $1 AND e.event_type IN ('transfer', 'hold_confirmed');
+END;
 COMMENT ON FUNCTION wallet.get_transfer(bigint) IS 'One transfer (or a confirmed hold''s posting) by id; no row when there is none.';
 
 -- The invariants an auditor checks first, per currency: the balances sum to exactly 0, and no
@@ -223,13 +233,14 @@ COMMENT ON FUNCTION wallet.get_transfer(bigint) IS 'One transfer (or a confirmed
 CREATE FUNCTION wallet.trial_balance()
 RETURNS TABLE (currency text, accounts bigint, total_balance numeric,
                forbidden_negative_accounts bigint)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
     SELECT c.code, count(a.id), coalesce(sum(a.balance::numeric), 0),
            count(a.id) FILTER (WHERE NOT a.allow_overdraft AND a.balance - a.pending_debit < 0)
       FROM wallet.currencies AS c
       LEFT JOIN wallet.accounts AS a ON a.currency = c.code
      GROUP BY c.code
-     ORDER BY c.code
-$fn$;
+     ORDER BY c.code;
+END;
 COMMENT ON FUNCTION wallet.trial_balance() IS
     'Per currency: account count, sum of balances (must be 0), accounts below zero without permission (must be 0).';

@@ -31,7 +31,11 @@ CREATE TABLE wallet.seal_state (
     last_hash     bytea NOT NULL DEFAULT '\x',
     posted_seq    bigint NOT NULL DEFAULT 0,  -- wallet.postings holds the money events up to here
     pending_seq   bigint,                     -- the next posted_seq, once the frontier passes
-    pending_xid   xid8                        -- pending_xid (see "Postings" below)
+    pending_xid   xid8,                       -- pending_xid (see "Postings" below)
+    -- The first chain position hashed with every column of its event (event_text()); the
+    -- positions before it were sealed by wallet_ext 0.1.0-0.5.0, whose hash left pending_delta,
+    -- debit_prev and credit_prev out (wallet._event_text_v1()). 1 on a fresh install.
+    full_text_from bigint NOT NULL DEFAULT 1
 );
 
 -- Postings: every account's money events up to seal_state.posted_seq, written by wallet.seal():
@@ -58,15 +62,17 @@ COMMENT ON TABLE wallet.postings IS
     'Each account''s money events up to seal_state.posted_seq (the rest: the accounts'' chains); written by wallet.seal().';
 SELECT pg_catalog.pg_extension_config_dump('wallet.postings', '');
 
--- How far wallet.postings reaches: seal_state.posted_seq, 0 before the first seal().
+-- How far wallet.postings reaches: seal_state.posted_seq, 0 before the first seal(). (A
+-- SQL-standard body, like every SQL function's in this extension: its names were resolved when it
+-- was created and never go through a caller's search_path; the hot ones carry no SET clause, so
+-- that the planner can inline them.)
 CREATE FUNCTION wallet._posted_seq() RETURNS bigint
-LANGUAGE sql STABLE AS $fn$
-    SELECT coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0)
-$fn$;
+LANGUAGE sql STABLE
+RETURN coalesce((SELECT s.posted_seq FROM wallet.seal_state AS s), 0);
 
 -- The next transaction id to be handed out (Postgres's counter, read under its lock).
 CREATE FUNCTION wallet._next_xid() RETURNS xid8
-LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'wallet_next_xid';
+LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'wallet_next_xid';
 
 -- An account's money events after posted_seq, newest first: its chain, walked from
 -- accounts.last_seq through debit_prev / credit_prev. The walk goes on below an event only while
@@ -75,7 +81,8 @@ LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'wallet_next_xid';
 CREATE FUNCTION wallet._chain(account_id bigint, above_seq bigint,
                               after_time timestamptz DEFAULT '-infinity')
 RETURNS SETOF wallet.events
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE
+BEGIN ATOMIC
     WITH RECURSIVE posted AS MATERIALIZED (
         SELECT wallet._posted_seq() AS seq
     ), walk AS (
@@ -89,8 +96,8 @@ LANGUAGE sql STABLE AS $fn$
          WHERE w.seq > $2 AND w.occurred_at > $3
            AND e.seq > (SELECT p.seq FROM posted AS p)
     )
-    SELECT * FROM walk
-$fn$;
+    SELECT * FROM walk;
+END;
 
 CREATE TRIGGER chain_no_update_delete BEFORE UPDATE OR DELETE ON wallet.chain
     FOR EACH ROW EXECUTE FUNCTION wallet.refuse_event_change();
@@ -100,33 +107,46 @@ CREATE TRIGGER chain_no_truncate BEFORE TRUNCATE ON wallet.chain
 SELECT pg_catalog.pg_extension_config_dump('wallet.chain', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.seal_state', '');
 
--- The text an event is hashed as: every column, by name, in a fixed form (jsonb text; the time as
--- microseconds since the epoch), so neither settings nor a future column change old hashes.
+-- The text an event is hashed as: every stored column of the wallet's own, by name, in a fixed
+-- form (jsonb text; the time as microseconds since the epoch), so neither settings nor a column
+-- a DBA adds change old hashes. An edit of any of them breaks the link (pg_test 07_chain).
 CREATE FUNCTION wallet.event_text(e wallet.events) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT jsonb_build_object(
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN jsonb_build_object(
         'seq', e.seq, 'event_type', e.event_type,
         'occurred_at_us', (extract(epoch FROM e.occurred_at) * 1000000)::bigint,
         'tx_id', e.tx_id::text, 'account_id', e.account_id,
         'debit_account_id', e.debit_account_id, 'credit_account_id', e.credit_account_id,
         'amount', e.amount, 'currency', e.currency,
         'debit_balance', e.debit_balance, 'credit_balance', e.credit_balance,
-        'idempotency_key', e.idempotency_key, 'data', e.data)::text
-$fn$;
+        'idempotency_key', e.idempotency_key, 'data', e.data,
+        'pending_delta', e.pending_delta, 'debit_prev', e.debit_prev,
+        'credit_prev', e.credit_prev)::text;
 
--- A chain link: the hash of the previous link followed by the event's text (event_text()).
--- seal() writes it, verify_chain() recomputes it: one definition for both. It takes the text, not
--- the event row: with a row argument the call was not inlined and sealing ran 3 times slower.
+-- The text wallet_ext 0.1.0-0.5.0 hashed, for the chain positions sealed then
+-- (seal_state.full_text_from): without pending_delta, debit_prev and credit_prev.
+CREATE FUNCTION wallet._event_text_v1(e wallet.events) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN jsonb_build_object(
+        'seq', e.seq, 'event_type', e.event_type,
+        'occurred_at_us', (extract(epoch FROM e.occurred_at) * 1000000)::bigint,
+        'tx_id', e.tx_id::text, 'account_id', e.account_id,
+        'debit_account_id', e.debit_account_id, 'credit_account_id', e.credit_account_id,
+        'amount', e.amount, 'currency', e.currency,
+        'debit_balance', e.debit_balance, 'credit_balance', e.credit_balance,
+        'idempotency_key', e.idempotency_key, 'data', e.data)::text;
+
+-- A chain link: sha256 of the previous link's hash followed by the event's text (event_text())
+-- converted to UTF-8 (as it is, in a SQL_ASCII database, where text may hold any bytes and a
+-- conversion could fail). seal() writes it, verify_chain() recomputes it: one definition for
+-- both. In C: no name to resolve; called once per event.
 CREATE FUNCTION wallet._link_hash(previous bytea, event_text text) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT sha256($1 || convert_to($2, 'UTF8'))
-$fn$;
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'wallet_link_hash';
 
 -- Work done in one call by seal() and refresh_read_side(): 1 to 1,000,000 events.
 CREATE FUNCTION wallet._require_max_events(max_events integer) RETURNS void
-LANGUAGE sql IMMUTABLE AS $fn$
-    SELECT wallet._require_range('max_events', $1, 1, 1000000)
-$fn$;
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+RETURN wallet._require_range('max_events', $1, 1, 1000000);
 
 -- Seals up to max_events events of finished transactions; returns how many. Then notifies
 -- channel wallet_events with the new last position (delivered when the caller commits).
@@ -210,10 +230,11 @@ COMMENT ON FUNCTION wallet.seal(integer) IS
 -- The chain's head: record it outside the database (an auditor's note, another system) to make
 -- any later rewrite of history, of the events and the chain together, detectable.
 CREATE FUNCTION wallet.chain_head(OUT last_position bigint, OUT last_hash text)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
     SELECT coalesce(s.last_position, 0), encode(coalesce(s.last_hash, '\x'), 'hex')
-      FROM (SELECT) AS one LEFT JOIN wallet.seal_state AS s ON true
-$fn$;
+      FROM (SELECT) AS one LEFT JOIN wallet.seal_state AS s ON true;
+END;
 
 -- Recomputes the chain and returns its first broken link, if any: a position missing, an event
 -- deleted, an event changed, a head that does not match, or an event of a sealed transaction left
@@ -231,7 +252,17 @@ DECLARE
     state wallet.seal_state;
     anchor_tx xid8 := '0';
     anchor_seq bigint := 0;
+    -- Before any seal() there is no row: an empty chain, hashed in full from position 1.
+    last_position bigint := 0;
+    last_hash bytea := '\x';
+    full_text_from bigint := 1;
 BEGIN
+    SELECT * INTO state FROM wallet.seal_state;
+    IF FOUND THEN
+        last_position := state.last_position;
+        last_hash := state.last_hash;
+        full_text_from := state.full_text_from;
+    END IF;
     IF coalesce(after_position, 0) > 0 THEN
         IF after_hash IS NULL OR after_hash !~ '^[0-9a-f]{64}$' THEN
             RAISE EXCEPTION 'invalid argument after_hash: 64 hex digits from chain_head() are needed with after_position %',
@@ -258,18 +289,18 @@ BEGIN
             RETURN QUERY SELECT link.position, link.seq, 'event deleted'::text;
             RETURN;
         END IF;
-        h := wallet._link_hash(h, wallet.event_text(e));
+        h := wallet._link_hash(h, CASE WHEN link.position >= full_text_from
+                                       THEN wallet.event_text(e) ELSE wallet._event_text_v1(e) END);
         IF h <> link.hash THEN
             RETURN QUERY SELECT link.position, link.seq, 'event changed (hash mismatch)'::text;
             RETURN;
         END IF;
     END LOOP;
-    SELECT * INTO state FROM wallet.seal_state;
-    IF NOT FOUND THEN
-        state := ROW(true, 0, '0', 0, '\x')::wallet.seal_state;
-    END IF;
-    IF state.last_position <> expected OR state.last_hash <> h THEN
+    IF last_position <> expected OR last_hash <> h THEN
         RETURN QUERY SELECT expected, NULL::bigint, 'chain head does not match the chain'::text;
+        RETURN;
+    END IF;
+    IF last_position = 0 THEN
         RETURN;
     END IF;
     RETURN QUERY
@@ -291,7 +322,8 @@ COMMENT ON FUNCTION wallet.verify_chain(bigint, text) IS
 -- difference; no rows = consistent. Reads the whole log, like verify().
 CREATE FUNCTION wallet.verify_postings()
 RETURNS TABLE (account_id bigint, seq bigint, problem text)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
     WITH posted AS MATERIALIZED (
         SELECT wallet._posted_seq() AS seq
     ), sides AS MATERIALIZED (
@@ -329,8 +361,8 @@ LANGUAGE sql STABLE AS $fn$
       LEFT JOIN (SELECT sides.account_id, max(sides.seq) AS seq FROM sides GROUP BY 1) AS n
         ON n.account_id = a.id
      WHERE a.last_seq IS DISTINCT FROM n.seq
-    ORDER BY 1, 2
-$fn$;
+    ORDER BY 1, 2;
+END;
 COMMENT ON FUNCTION wallet.verify_postings() IS
     'Checks each account''s history index (wallet.postings, the chains of later events, last_seq) against the log; no rows = consistent.';
 

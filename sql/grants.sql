@@ -6,7 +6,7 @@
 
 REVOKE ALL ON ALL TABLES IN SCHEMA wallet FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA wallet FROM PUBLIC;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA wallet FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA wallet TO wallet_reader, wallet_operator;
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_reader;
@@ -33,6 +33,8 @@ GRANT EXECUTE ON FUNCTION
     wallet.chain_head(),
     wallet.verify_chain(bigint, text),
     wallet.verify_postings(),
+    wallet.write_paths(),
+    wallet._event_text_v1(wallet.events),
     wallet._chain(bigint, bigint, timestamptz),
     wallet._posted_seq(),
     wallet.events_after(bigint, integer),
@@ -65,21 +67,22 @@ GRANT EXECUTE ON FUNCTION
     wallet.cancel_hold(text, text),
     wallet.try_branch(text, text, bigint, bigint, bigint, interval, text),
     wallet.expire_holds(integer),
-    wallet._require_node(text),
-    wallet._gtx_claim(text, boolean),
-    wallet._gtx_release(text),
-    wallet._gtx_begin(text, text, bigint, text, bigint, bigint, interval),
-    wallet._gtx_step(text, boolean),
-    wallet._recovery_candidates(),
-    wallet._gtx_get(text),
-    wallet._gtx_unfinished()
+    wallet.tcc_try(text[], text[], bigint[], bigint[], bigint[], interval),
+    wallet.tcc_confirm(text[], text[]),
+    wallet.tcc_cancel(text[], text[]),
+    wallet.post_branch(text[], bigint[], bigint[], bigint[], boolean[]),
+    wallet.undo_branch(text[], text[]),
+    wallet.resume_global_transaction(text)
 TO wallet_operator;
 GRANT EXECUTE ON PROCEDURE
-    wallet.transfer_across(text, text, bigint, text, bigint, bigint, interval, text),
+    wallet.transfer_across(text, text, bigint, text, bigint, bigint, interval, text, text),
+    wallet.transfer_global(text, text[], bigint[], bigint[], text, interval, text),
     wallet.recover(integer, integer)
 TO wallet_operator;
--- wallet.register_node is for the extension's owner (a superuser): the coordinator connects to
--- registered nodes with the owner's rights.
+-- Not granted to anyone: wallet.register_node and wallet.remove_node (for the extension's owner,
+-- a superuser: the coordinator connects to registered nodes with the owner's credentials), the
+-- helpers _conninfo_options, _node_options_valid and _guard_drop, and USAGE on the foreign-data
+-- wrapper wallet_nodes and its servers (so no role can connect with a node's credentials).
 
 -- The table-level refusal, on top of the triggers: no role is granted these on the log.
 REVOKE UPDATE, DELETE, TRUNCATE ON wallet.events, wallet.chain FROM PUBLIC, wallet_reader, wallet_operator;

@@ -86,8 +86,9 @@ CREATE FUNCTION wallet.statement_between(account_id bigint, after_seq bigint, up
 RETURNS TABLE (seq bigint, occurred_at timestamptz, event_type text,
                counterparty_account_id bigint, amount bigint, balance bigint,
                idempotency_key text, metadata jsonb)
-LANGUAGE sql STABLE AS $fn$
-    SELECT s.* FROM wallet.statement($1, $2, $4) AS s WHERE s.seq <= $3
-$fn$;
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT s.* FROM wallet.statement($1, $2, $4) AS s WHERE s.seq <= $3;
+END;
 COMMENT ON FUNCTION wallet.statement_between(bigint, bigint, bigint, integer) IS
     'An account''s events with after_seq < seq <= up_to_seq, in sequence, with running balance.';

@@ -31,9 +31,8 @@ COMMENT ON TABLE wallet.read_balances IS
 
 -- The events that move money, posted (amount) or pending (pending_delta); see sql/holds.sql.
 CREATE FUNCTION wallet._moves_money(event_type text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT $1 IN ('transfer', 'hold_placed', 'hold_confirmed', 'hold_cancelled', 'hold_expired')
-$fn$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN $1 IN ('transfer', 'hold_placed', 'hold_confirmed', 'hold_cancelled', 'hold_expired');
 
 -- Daily history per account: opening and closing from the running sum of the days before.
 CREATE VIEW wallet.read_daily AS
@@ -132,7 +131,8 @@ COMMENT ON FUNCTION wallet.refresh_read_side(integer) IS
 CREATE FUNCTION wallet._tail_after(last_tx_id xid8, last_seq bigint)
 RETURNS TABLE (account_id bigint, delta numeric, pending_debit_delta numeric,
                pending_credit_delta numeric)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE
+BEGIN ATOMIC
     SELECT m.account_id, sum(m.delta), sum(m.pd), sum(m.pc)
       FROM wallet.events AS e
      -- bigint terms (sum() of bigint is numeric) and NULL where nothing moves: sum() skips a NULL
@@ -143,21 +143,23 @@ LANGUAGE sql STABLE AS $fn$
                      AS m (account_id, delta, pd, pc)
      WHERE (e.tx_id, e.seq) > ($1, $2) AND wallet._moves_money(e.event_type)
        AND m.account_id IS NOT NULL
-     GROUP BY m.account_id
-$fn$;
+     GROUP BY m.account_id;
+END;
 
 -- (tx_id, seq) of a chain position; ('0', 0) for position 0.
 CREATE FUNCTION wallet._key_of_position(chain_position bigint, OUT last_tx_id xid8, OUT last_seq bigint)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
     SELECT coalesce(c.tx_id, '0'::xid8), coalesce(c.seq, 0)
-      FROM (SELECT) AS one LEFT JOIN wallet.chain AS c ON c.position = $1
-$fn$;
+      FROM (SELECT) AS one LEFT JOIN wallet.chain AS c ON c.position = $1;
+END;
 
 -- Replayed balance per account: a snapshot's balances plus the movements after it, or (snapshot
 -- NULL) every movement from the first event. Used by verify() and check_snapshot().
 CREATE FUNCTION wallet._replayed_balances(snapshot_id bigint)
 RETURNS TABLE (account_id bigint, balance numeric, pending_debit numeric, pending_credit numeric)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
     WITH snap AS (
         SELECT s.last_tx_id, s.last_seq FROM wallet.snapshots AS s WHERE s.snapshot_id = $1
     ), base AS (
@@ -171,8 +173,8 @@ LANGUAGE sql STABLE AS $fn$
     SELECT coalesce(b.account_id, t.account_id), coalesce(b.balance, 0) + coalesce(t.delta, 0),
            coalesce(b.pending_debit, 0) + coalesce(t.pending_debit_delta, 0),
            coalesce(b.pending_credit, 0) + coalesce(t.pending_credit_delta, 0)
-      FROM base AS b FULL JOIN tail AS t ON t.account_id = b.account_id
-$fn$;
+      FROM base AS b FULL JOIN tail AS t ON t.account_id = b.account_id;
+END;
 
 -- The read side plus the tail, against the write side: no rows when they agree. Runs while
 -- transfers are written (one consistent snapshot of the tables).
@@ -180,7 +182,8 @@ CREATE FUNCTION wallet.verify_read_side()
 RETURNS TABLE (account_id bigint, stored_balance bigint, read_side_balance numeric,
                stored_pending_debit bigint, read_side_pending_debit numeric,
                stored_pending_credit bigint, read_side_pending_credit numeric)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
     WITH applied AS (
         SELECT k.* FROM (SELECT coalesce((SELECT last_position FROM wallet.read_state), 0) AS p) AS s,
                wallet._key_of_position(s.p) AS k
@@ -199,8 +202,8 @@ LANGUAGE sql STABLE AS $fn$
      WHERE a.balance::numeric <> coalesce(n.balance, 0)
         OR a.pending_debit::numeric <> coalesce(n.pending_debit, 0)
         OR a.pending_credit::numeric <> coalesce(n.pending_credit, 0)
-     ORDER BY 1
-$fn$;
+     ORDER BY 1;
+END;
 COMMENT ON FUNCTION wallet.verify_read_side() IS
     'Read side + tail of unapplied events vs stored balances; no rows = the read side is right.';
 
@@ -263,7 +266,8 @@ RETURNS TABLE (account_id bigint, stored_balance bigint, replayed_balance numeri
                stored_status text, replayed_status text,
                stored_pending_debit bigint, replayed_pending_debit numeric,
                stored_pending_credit bigint, replayed_pending_credit numeric)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
     WITH balances AS (
         SELECT r.* FROM wallet._replayed_balances(
             (SELECT s.snapshot_id FROM wallet.snapshots AS s WHERE $1
@@ -297,8 +301,8 @@ LANGUAGE sql STABLE AS $fn$
         OR a.status IS DISTINCT FROM r.status
         OR a.pending_debit::numeric IS DISTINCT FROM r.pending_debit
         OR a.pending_credit::numeric IS DISTINCT FROM r.pending_credit
-     ORDER BY 1
-$fn$;
+     ORDER BY 1;
+END;
 COMMENT ON FUNCTION wallet.verify(boolean) IS
     'Replays the log (from the latest snapshot plus its tail, unless from_snapshot is false); returns accounts whose stored state differs (none = consistent).';
 

@@ -114,6 +114,15 @@ CREATE TRIGGER events_no_update_delete BEFORE UPDATE OR DELETE ON wallet.events
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON wallet.events
     FOR EACH STATEMENT EXECUTE FUNCTION wallet.refuse_event_change();
 
+-- The ledger outlives a careless DROP: before DROP EXTENSION wallet_ext, DROP SCHEMA wallet or
+-- DROP OWNED BY its owner, this refuses the drop while wallet.events holds an event (WA029),
+-- unless a superuser SET wallet.allow_drop = on (src/guard.rs).
+CREATE FUNCTION wallet._guard_drop() RETURNS event_trigger
+LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'wallet_guard_drop';
+CREATE EVENT TRIGGER wallet_guard_drop ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION wallet._guard_drop();
+
 -- pg_dump must carry the data of the extension's tables.
 SELECT pg_catalog.pg_extension_config_dump('wallet.currencies', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.accounts', '');

@@ -358,7 +358,7 @@ entry_point!(
             timeout_micros,
             currency: args.text(6),
         };
-        Ok(holds::try_hold(&conn, &call)?.into_datum())
+        Ok(holds::try_hold(&conn, &call)?.0.into_datum())
     }
 );
 
@@ -488,51 +488,3 @@ entry_point!(wallet_next_xid, pg_finfo_wallet_next_xid, &[], |_args| {
     let next = unsafe { pg_sys::ReadNextFullTransactionId() };
     Ok(Some(Datum::from(next.value)))
 });
-
-// ---- the coordinator's rules (sql/tcc.sql carries them out) ----------------------------------
-
-fn utf8<'a>(bytes: &'a [u8], argument: &'static str) -> WalletResult<&'a str> {
-    std::str::from_utf8(bytes)
-        .map_err(|_| WalletError::invalid_argument(argument, "must be valid UTF-8"))
-}
-
-entry_point!(
-    wallet_tcc_next_step,
-    pg_finfo_wallet_tcc_next_step,
-    &[TEXT, TEXT_ARRAY, BOOL],
-    |args| {
-        use wallet_core::protocol::{next_step, BranchStatus, Phase};
-        let phase = utf8(required(args.text(0), "phase")?, "phase")?;
-        let phase = Phase::parse(phase).ok_or_else(|| {
-            WalletError::invalid_argument(
-                "phase",
-                format!("must be try, confirm or cancel, got {phase}"),
-            )
-        })?;
-        let statuses = required(args.text_array(1, "branch_statuses")?, "branch_statuses")?;
-        let mut branches = Vec::new();
-        for status in statuses {
-            let status = utf8(status.unwrap_or(b"NULL"), "branch_statuses")?;
-            branches.push(BranchStatus::parse(status).ok_or_else(|| {
-                WalletError::invalid_argument(
-                    "branch_statuses",
-                    format!("unknown branch status {status}"),
-                )
-            })?);
-        }
-        let past_deadline = required(args.bool(2), "past_deadline")?;
-        Ok(next_step(phase, &branches, past_deadline)
-            .encode()
-            .into_datum())
-    }
-);
-
-entry_point!(
-    wallet_tcc_transient,
-    pg_finfo_wallet_tcc_transient,
-    &[TEXT],
-    |args| {
-        let sqlstate = utf8(required(args.text(0), "sqlstate")?, "sqlstate")?;
-        Ok(wallet_core::protocol::error_is_transient(sqlstate).into_datum())
-    }
-);

@@ -22,6 +22,7 @@ pub const INT8: Oid = pg_sys::INT8OID;
 pub const BOOL: Oid = pg_sys::BOOLOID;
 pub const TEXT: Oid = pg_sys::TEXTOID;
 pub const BYTEA: Oid = pg_sys::BYTEAOID;
+pub const OID: Oid = pg_sys::OIDOID;
 pub const JSONB: Oid = pg_sys::JSONBOID;
 pub const INTERVAL: Oid = pg_sys::INTERVALOID;
 pub const INT8_ARRAY: Oid = pg_sys::INT8ARRAYOID;

@@ -33,7 +33,7 @@ macro_rules! query {
     ($name:ident, $slot:expr, $file:literal, [$($arg:expr),*], $index_only:expr) => {
         pub(crate) static $name: Kept = Kept {
             slot: $slot,
-            sql: || include_str!(concat!("../sql/queries/", $file)).to_string(),
+            sql: || include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/", $file)).to_string(),
             args: &[$($arg),*],
             index_only: $index_only,
         };

@@ -13,8 +13,12 @@ pub use wallet_core::error::{WalletError, WalletResult};
 
 /// Postgres packs a five-character SQLSTATE into an int, six bits a character.
 pub fn pack_sqlstate(code: &str) -> c_int {
-    let b = code.as_bytes();
-    assert_eq!(b.len(), 5, "a SQLSTATE has five characters");
+    let valid = code.len() == 5
+        && code
+            .bytes()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    // A node's answer carried on could in theory hold anything: never an internal error.
+    let b = if valid { code.as_bytes() } else { b"WA025" };
     let six = |c: u8| (c.wrapping_sub(b'0') as c_int) & 0x3F;
     six(b[0]) | (six(b[1]) << 6) | (six(b[2]) << 12) | (six(b[3]) << 18) | (six(b[4]) << 24)
 }

@@ -104,6 +104,15 @@ fn lock_hold_key(gtid: &[u8], branch: &[u8]) -> WalletResult<()> {
 }
 
 fn lookup_hold(conn: &Connection, gtid: &[u8], branch: &[u8]) -> WalletResult<Option<Hold>> {
+    Ok(lookup_hold_and_currency(conn, gtid, branch)?.map(|(h, _)| h))
+}
+
+/// The hold stored under (gtid, branch), locked, with its currency (None for an empty cancel).
+fn lookup_hold_and_currency(
+    conn: &Connection,
+    gtid: &[u8],
+    branch: &[u8],
+) -> WalletResult<Option<(Hold, Option<Text>)>> {
     let rows = conn.execute(
         &HOLD_LOOKUP,
         &[Some(text_datum(gtid)), Some(text_datum(branch))],
@@ -111,7 +120,7 @@ fn lookup_hold(conn: &Connection, gtid: &[u8], branch: &[u8]) -> WalletResult<Op
     if rows.is_empty() {
         return Ok(None);
     }
-    hold_row(&rows, 0).map(Some)
+    Ok(Some((hold_row(&rows, 0)?, rows.bytes(0, 9).map(Text))))
 }
 
 /// A try after `hold::check_hold_key` and `transfer::check_amount` passed.
@@ -211,10 +220,15 @@ struct HoldIds {
 }
 
 /// Try: reserves the amount (or answers a repeat with the first hold id).
-pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<i64> {
+/// Try: reserves the amount (or answers a repeat with the first hold id); returns the hold id
+/// and its currency.
+pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> {
     let tables = Tables::open(c"a wallet hold", Also::Holds)?;
     lock_hold_key(call.gtid, call.branch)?;
-    let stored = lookup_hold(conn, call.gtid, call.branch)?;
+    let (stored, currency) = match lookup_hold_and_currency(conn, call.gtid, call.branch)? {
+        Some((h, c)) => (Some(h), c),
+        None => (None, None),
+    };
     match hold::judge_try(
         stored.as_ref(),
         call.debit_account_id,
@@ -222,7 +236,12 @@ pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<i64> {
         call.amount,
     )? {
         HoldAction::Place => {}
-        _ => return Ok(stored.map_or(0, |h| h.hold_id)),
+        _ => {
+            return Ok((
+                stored.map_or(0, |h| h.hold_id),
+                currency.unwrap_or_default(),
+            ))
+        }
     }
     let debit = resolve_side(
         conn,
@@ -289,7 +308,7 @@ pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<i64> {
         data,
     }];
     post_hold_events(&tables, &accounts, conn, &d, &c, &moves)?;
-    Ok(hold_id)
+    Ok((hold_id, d.state.currency.clone()))
 }
 
 /// One hold event on a pair of locked accounts: the posted amount and the change of the pending

@@ -21,6 +21,7 @@ pub mod api;
 pub mod args;
 pub mod catalog;
 pub mod commands;
+pub mod coordinator;
 pub mod entry;
 pub mod error;
 pub mod events;
@@ -54,7 +55,11 @@ extension_sql_file!(
     requires = ["chain"]
 );
 extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["readside"]);
-extension_sql_file!("../sql/tcc.sql", name = "tcc", requires = ["holds"]);
+extension_sql_file!(
+    "../sql/coordinator.sql",
+    name = "coordinator",
+    requires = ["holds"]
+);
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -82,6 +87,9 @@ mod kept_statement_tests {
             crate::accounts::KEPT,
             crate::events::KEPT,
             crate::guard::KEPT,
+            crate::coordinator::engine::KEPT,
+            crate::coordinator::participant::KEPT,
+            crate::coordinator::nodes::KEPT,
         ]
         .concat();
         let mut slots: Vec<usize> = all.iter().map(|k| k.slot).collect();

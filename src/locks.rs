@@ -1,8 +1,6 @@
 //! The wallet's own locks: object locks on a key, which no other role can take (see
 //! `wallet_core::locks` for why not advisory locks). One function per kind of hold on a lock.
 
-use std::ffi::c_int;
-
 use pgrx::pg_sys;
 use wallet_core::locks::{lock_fields, LockClass};
 
@@ -54,18 +52,4 @@ pub fn unlock_session(class: LockClass, key: &[u8]) -> WalletResult<bool> {
     let tag = tag(class, key)?;
     // SAFETY: releases one hold of a session lock of this backend (a WARNING if it had none).
     Ok(unsafe { pg_sys::LockRelease(&tag, MODE, true) })
-}
-
-/// Whether any session holds the lock of `key` (for recovery's candidates).
-pub fn is_free(class: LockClass, key: &[u8]) -> WalletResult<bool> {
-    if !lock_for_session(class, key, false)? {
-        return Ok(false);
-    }
-    unlock_session(class, key)?;
-    Ok(true)
-}
-
-#[allow(dead_code)]
-fn _mode_is_exclusive() -> c_int {
-    MODE
 }

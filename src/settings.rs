@@ -16,6 +16,11 @@ pub static WORKER_DATABASES: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
 /// Whether each round also seals the log and refreshes the read side.
 pub static WORKER_READ_SIDE: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// How long the coordinator waits for a node: to connect, and for each answer, milliseconds.
+pub static NODE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// Fault injection for tests: `point:action` (see coordinator::engine::fault). Superuser only.
+pub static FAULT: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(None);
 /// Whether DROP EXTENSION wallet_ext (or DROP SCHEMA wallet) may drop a ledger that holds events.
 pub static ALLOW_DROP: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Seconds between snapshots taken by the worker; 0 = none.
@@ -43,6 +48,24 @@ pub fn define(preloading: bool) {
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"wallet.node_timeout",
+        c"How long the coordinator waits for a node to connect, and for each of its answers.",
+        c"Past it the node counts as unreachable for that call (a lost answer: the protocol repeats or cancels).",
+        &NODE_TIMEOUT,
+        100,
+        3_600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_string_guc(
+        c"wallet.fault",
+        c"For tests: stop the coordinator at a named point (point:error or point:kill).",
+        c"Points: after_record, after_remote_try, after_decide, after_remote_confirm, after_remote_cancel, lose_answers. Empty: none.",
+        &FAULT,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
         c"wallet.allow_drop",

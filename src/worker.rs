@@ -9,6 +9,7 @@
 //! wallet.recover()`, `SELECT wallet.expire_holds()`, `wallet.seal()`, ... An ERROR in one call
 //! is logged and that transaction rolled back; the round goes on with the next call.
 
+use std::ffi::CStr;
 use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
@@ -75,6 +76,39 @@ fn in_transaction<T: FromDatum + IntoDatum>(sql: &str, arg: Option<&str>) -> Opt
     }
 }
 
+/// CALLs a procedure that commits as it goes (recovery: the same claim, step and release loop as
+/// `CALL wallet.recover()` from cron), through a non-atomic SPI connection; an ERROR is logged
+/// and rolled back.
+fn call_in_transactions(sql: &'static CStr) {
+    // SAFETY: a background worker connected to a database, between transactions; the
+    // procedure's own commits end and begin the transactions in between.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+    }
+    let outcome = PgTryBuilder::new(|| {
+        // SAFETY: SPI in non-atomic mode, so the procedure may commit; finished below.
+        unsafe {
+            pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
+            pg_sys::SPI_execute(sql.as_ptr(), false, 0);
+            pg_sys::SPI_finish();
+        }
+        Ok(())
+    })
+    .catch_others(|e| Err(format!("{e:?}")))
+    .execute();
+    // SAFETY: ends whichever transaction is current, committing or aborting it.
+    unsafe {
+        match &outcome {
+            Ok(()) => pg_sys::CommitTransactionCommand(),
+            Err(_) => pg_sys::AbortCurrentTransaction(),
+        }
+    }
+    if let Err(message) = outcome {
+        pgrx::warning!("wallet_ext worker: {}: {message}", sql.to_string_lossy());
+    }
+}
+
 /// One round of work in this database.
 fn round() {
     let installed: Option<bool> = in_transaction(
@@ -85,22 +119,7 @@ fn round() {
         return;
     }
     while in_transaction::<i64>("SELECT wallet.expire_holds(1000)", None).unwrap_or(0) == 1000 {}
-    let candidates: Vec<String> =
-        in_transaction::<Vec<String>>("SELECT wallet._recovery_candidates()", None)
-            .unwrap_or_default();
-    for gtid in candidates {
-        if in_transaction::<bool>("SELECT wallet._gtx_claim($1)", Some(&gtid)) != Some(true) {
-            continue; // its coordinator (or another recovery) is at work
-        }
-        // One durable step per transaction, as the coordinator does; at most a few per branch.
-        for _ in 0..32 {
-            let step: Option<String> = in_transaction("SELECT wallet._gtx_step($1)", Some(&gtid));
-            if step.as_deref() != Some("more") {
-                break;
-            }
-        }
-        in_transaction::<bool>("SELECT wallet._gtx_release($1)", Some(&gtid));
-    }
+    call_in_transactions(c"CALL wallet.recover()");
     if settings::WORKER_READ_SIDE.get() {
         in_transaction::<i64>("SELECT wallet.seal()", None);
         in_transaction::<i64>("SELECT wallet.refresh_read_side()", None);

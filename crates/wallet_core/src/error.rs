@@ -166,6 +166,14 @@ pub enum WalletError {
     #[error("{what} refused: the wallet in this database holds its ledger (events up to seq {newest_seq})")]
     DropRefused { what: String, newest_seq: i64 },
 
+    /// A procedure that commits was called where it cannot (inside a transaction block).
+    #[error("{procedure} commits after every step: CALL it outside a transaction block (and not from a function)")]
+    InvalidTransactionTermination { procedure: String },
+
+    /// What another node answered (a participant's rejection, carried on to the caller).
+    #[error("{message}")]
+    Remote { sqlstate: String, message: String },
+
     /// A wallet table was changed by a transaction that committed after this one's snapshot, which
     /// therefore cannot see its rows as they are now (a rewritten table's rows look absent).
     #[error("wallet.{table} was altered by a transaction that committed after this transaction's snapshot was taken")]
@@ -229,12 +237,21 @@ impl WalletError {
             E::TableShape(_) => Reason::TableShape,
             E::DataCorrupted(_) => Reason::DataCorrupted,
             E::ConcurrentChange { .. } | E::ConcurrentAlter { .. } => Reason::ConcurrentChange,
+            E::InvalidTransactionTermination { .. } => Reason::InvalidTransactionTermination,
+            E::Remote { sqlstate, .. } => crate::codes::CODES
+                .iter()
+                .find(|c| c.sqlstate == sqlstate)
+                .map_or(Reason::NodeUnreachable, |c| c.reason),
         }
     }
 
-    /// The stable SQLSTATE of this rejection (README.md, "SQLSTATEs"; never renumbered).
-    pub fn sqlstate(&self) -> &'static str {
-        self.reason().sqlstate()
+    /// The stable SQLSTATE of this rejection (README.md, "SQLSTATEs"; never renumbered); for an
+    /// answer of another node, the SQLSTATE it answered with.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            WalletError::Remote { sqlstate, .. } => sqlstate,
+            _ => self.reason().sqlstate(),
+        }
     }
 
     /// The rejection's name, as in README.md's SQLSTATE table and the batch result codes.

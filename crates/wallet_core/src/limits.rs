@@ -20,3 +20,5 @@ pub const HOLD_ID_LENGTH_MAX: usize = 128;
 pub const SEAL_EVENTS_MAX: i32 = 1_000_000;
 /// Longest node name, in bytes (a Postgres identifier, less the prefix of its foreign server).
 pub const NODE_NAME_LENGTH_MAX: usize = 50;
+/// Most legs (account movements) one global transaction may have.
+pub const GLOBAL_LEGS_MAX: usize = 16;

@@ -1,0 +1,2 @@
+-- How many global transactions are unfinished (an unreachable participant, or stuck).
+SELECT count(*) FROM wallet.global_transactions WHERE finished_at IS NULL
