@@ -65,7 +65,9 @@ BEGIN
     IF address IS NOT NULL THEN
         EXECUTE format('ALTER SERVER %I OPTIONS (%s)', server, regexp_replace(address, '(^|, )', '\1ADD ', 'g'));
     END IF;
-    EXECUTE format('CREATE USER MAPPING IF NOT EXISTS FOR %s SERVER %I', owner, server);
+    IF NOT EXISTS (SELECT FROM pg_user_mappings AS m WHERE m.srvname = server AND m.umuser = owner::oid) THEN
+        EXECUTE format('CREATE USER MAPPING FOR %s SERVER %I', owner, server);
+    END IF;
     SELECT string_agg(format('DROP %I', split_part(o, '=', 1)), ', ') INTO old
       FROM pg_user_mapping AS m JOIN pg_foreign_server AS s ON s.oid = m.umserver,
            unnest(m.umoptions) AS o
@@ -87,7 +89,8 @@ COMMENT ON FUNCTION wallet.register_node(text, text) IS
 
 -- Removes a node, refused while an unfinished global transaction has a branch there.
 CREATE FUNCTION wallet.remove_node(name text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET client_min_messages = warning AS $fn$
 DECLARE
     unfinished bigint;
     server name;
@@ -154,6 +157,7 @@ CREATE TABLE wallet.branches (
     credit_account_ids bigint[] NOT NULL,
     amounts            bigint[] NOT NULL,
     status             text NOT NULL DEFAULT 'new',  -- new | tried | failed | confirmed | cancelled | refused
+    gid                text UNIQUE,                  -- 2PC: the gid of its prepared transaction on the node
     attempts           integer NOT NULL DEFAULT 0,
     last_sqlstate      text,
     last_error         text,

@@ -101,7 +101,7 @@ COMMENT ON TABLE wallet.events IS
     'Append-only event log: every state change, in sequence. Replaying it reproduces every balance.';
 
 CREATE FUNCTION wallet.refuse_event_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     RAISE EXCEPTION 'the wallet event log is append-only: % is not allowed on wallet.%', TG_OP, TG_TABLE_NAME
         USING ERRCODE = 'WA017',

@@ -62,7 +62,7 @@ pub fn define(preloading: bool) {
     GucRegistry::define_string_guc(
         c"wallet.fault",
         c"For tests: stop the coordinator at a named point (point:error or point:kill).",
-        c"Points: after_record, after_remote_try, after_decide, after_remote_confirm, after_remote_cancel, lose_answers. Empty: none.",
+        c"Points: after_record, after_remote_try, after_decide, after_remote_confirm, after_remote_cancel; or lose_answers[:try|confirm|cancel]. Empty: none.",
         &FAULT,
         GucContext::Suset,
         GucFlags::default(),

@@ -50,9 +50,11 @@ query!(
     LEDGER_BRANCH_INSERT,
     35,
     "ledger_branch_insert.sql",
-    [T, I4, T, T, IA, IA, IA],
+    [T, I4, T, T, IA, IA, IA, T],
     false
 );
+query!(LEDGER_GID, 45, "ledger_gid.sql", [T], true);
+query!(LEDGER_NODES, 46, "ledger_nodes.sql", [], false);
 query!(LEDGER_GET, 36, "ledger_get.sql", [T], true);
 query!(LEDGER_BRANCHES, 37, "ledger_branches.sql", [T], true);
 query!(
@@ -93,6 +95,8 @@ pub const KEPT: &[&Kept] = &[
     &LEDGER_CANDIDATES,
     &LEDGER_UNFINISHED,
     &COORDINATOR_IDENTITY,
+    &LEDGER_GID,
+    &LEDGER_NODES,
 ];
 
 /// Most rounds one drive takes before it leaves what is left to recovery. A global transaction
@@ -128,6 +132,8 @@ pub enum Outcome {
         sqlstate: String,
         message: String,
     },
+    /// Still trying (a saga whose node does not answer): recovery goes on with it.
+    Pending,
     /// Not driven: another session drives it.
     Busy,
 }
@@ -257,6 +263,8 @@ struct Branch {
     node: String,
     postings: Vec<Posting>,
     status: BranchStatus,
+    /// The last error a participant answered for it (SQLSTATE, message).
+    error: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -357,6 +365,13 @@ fn load(conn: &Connection, gtid: &[u8]) -> WalletResult<Option<Gtx>> {
                 })
                 .collect(),
             status,
+            error: match (rows.bytes(r, 8), rows.bytes(r, 9)) {
+                (Some(s), Some(m)) => Some((
+                    String::from_utf8_lossy(&s).into_owned(),
+                    String::from_utf8_lossy(&m).into_owned(),
+                )),
+                _ => None,
+            },
         });
     }
     Ok(Some(g))
@@ -374,6 +389,9 @@ fn set_branch(
     error: Option<&(String, String)>,
 ) {
     g.branches[b].status = status;
+    if let Some(e) = error {
+        g.branches[b].error = Some(e.clone());
+    }
     conn.execute(
         &LEDGER_BRANCH_SET,
         &[
@@ -897,12 +915,21 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
-/// Whether answers are to be lost (wallet.fault = lose_answers): the calls are sent and done,
-/// their answers dropped, as when a connection breaks after sending.
-fn losing_answers() -> bool {
-    crate::settings::FAULT
-        .get()
-        .is_some_and(|c| c.to_bytes().starts_with(b"lose_answers"))
+/// Whether the answers to calls of `kind` are to be lost (wallet.fault = lose_answers:try,
+/// lose_answers:confirm, lose_answers:cancel, or lose_answers for all): the calls are sent and
+/// done, their answers dropped, as when a connection breaks after sending.
+fn losing_answers(kind: CallKind) -> bool {
+    let setting = crate::settings::FAULT.get();
+    let Some(setting) = setting.as_ref().map(|c| c.to_string_lossy().into_owned()) else {
+        return false;
+    };
+    let (point, which) = setting.split_once(':').unwrap_or((setting.as_str(), "all"));
+    point == "lose_answers"
+        && match kind {
+            CallKind::Try => which == "all" || which == "try",
+            CallKind::Confirm => which == "all" || which == "confirm",
+            CallKind::Cancel => which == "all" || which == "cancel",
+        }
 }
 
 // ---- driving -----------------------------------------------------------------------------------
@@ -1000,13 +1027,18 @@ fn advance(
             Action::FinishConfirmed => return Ok(finish(conn, g, "confirmed", recovering, None)),
             Action::FinishCancelled => return Ok(finish(conn, g, "cancelled", recovering, None)),
             Action::Stuck(b) => {
+                // The participant's own SQLSTATE and message, and what an operator must do.
+                let (sqlstate, why) = g.branches[b]
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| ("WA025".into(), "refused".into()));
                 let error = Some((
-                    "WA025".to_string(),
+                    sqlstate,
                     format!(
-                        "branch {} on node {} refused its {} for good; an operator must settle it (see README, \"Transfers between databases\")",
+                        "the {} of branch {} on node {} was refused for good ({why}); settle that, then SELECT wallet.resume_global_transaction(gtid)",
+                        if g.phase == Phase::Confirm { "confirm" } else { "compensation" },
                         b + 1,
                         g.branches[b].node,
-                        if g.phase == Phase::Confirm { "confirm" } else { "compensation" }
                     ),
                 ));
                 return Ok(finish(conn, g, "stuck", recovering, error));
@@ -1118,12 +1150,10 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
                 })?;
             }
         }
-        if losing_answers() {
-            for a in &mut pending {
-                a.answer = Answer::Lost;
-                a.currency = None;
-                a.error = Some(("08006".into(), "wallet.fault: the answer was lost".into()));
-            }
+        for a in pending.iter_mut().filter(|a| losing_answers(a.kind)) {
+            a.answer = Answer::Lost;
+            a.currency = None;
+            a.error = Some(("08006".into(), "wallet.fault: the answer was lost".into()));
         }
         for a in &pending {
             if a.answer == Answer::Lost {
@@ -1148,7 +1178,8 @@ fn outcome_of(g: &Gtx) -> Outcome {
             finished: true,
         },
         (None, Phase::Confirm) => Outcome::ConfirmedPending,
-        (None, _) => Outcome::Cancelled {
+        (None, Phase::Try) => Outcome::Pending,
+        (None, Phase::Cancel) => Outcome::Cancelled {
             sqlstate,
             message,
             finished: false,
@@ -1172,6 +1203,9 @@ impl Drop for Claim<'_> {
 pub fn run(request: &Request) -> WalletResult<Outcome> {
     let owner = nodes::extension_owner();
     let plan = protocol::plan(&request.legs)?;
+    if request.protocol == Protocol::TwoPhase {
+        step(owner, |_| check_prepared_transactions(&plan))?;
+    }
     let claimed = step(owner, |conn| {
         for b in &plan {
             if b.node != LOCAL && !nodes::exists(&b.node) {
@@ -1252,8 +1286,12 @@ fn insert(conn: &Connection, request: &Request, plan: &[protocol::BranchPlan]) -
             amount: moved,
         });
     }
+    let coordinator = coordinator_id(conn);
+    let hash = gtid_hash(&request.gtid);
     for (i, b) in plan.iter().enumerate() {
         let no = i as i32 + 1;
+        let gid = (request.protocol == Protocol::TwoPhase && b.node != LOCAL)
+            .then(|| gid(&coordinator, &hash, no));
         let debits: Vec<Option<i64>> = b.postings.iter().map(|p| p.debit_account_id).collect();
         let credits: Vec<Option<i64>> = b.postings.iter().map(|p| p.credit_account_id).collect();
         let amounts: Vec<Option<i64>> = b.postings.iter().map(|p| Some(p.amount)).collect();
@@ -1267,10 +1305,102 @@ fn insert(conn: &Connection, request: &Request, plan: &[protocol::BranchPlan]) -
                 debits.into_datum(),
                 credits.into_datum(),
                 amounts.into_datum(),
+                gid.into_datum(),
             ],
         );
     }
     Ok(())
+}
+
+/// A node refuses 2PC when it cannot prepare transactions: refused before anything is recorded.
+fn check_prepared_transactions(plan: &[protocol::BranchPlan]) -> WalletResult<()> {
+    for b in plan.iter().filter(|b| b.node != LOCAL) {
+        let unreachable = |e: CallError| WalletError::NodeUnreachable {
+            node: Text::from(b.node.as_str()),
+            sqlstate: e.sqlstate,
+            message: e.message,
+        };
+        let mut lease = nodes::lease(&b.node).map_err(unreachable)?;
+        let table = lease
+            .connection()
+            .call(
+                None,
+                "SELECT current_setting('max_prepared_transactions')::int",
+                &[],
+                nodes::call_timeout(),
+            )
+            .map_err(unreachable)?;
+        if table.int(0, 0).unwrap_or(0) == 0 {
+            return Err(WalletError::PreparedTransactionsDisabled {
+                node: Text::from(b.node.as_str()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Rolls back (or commits) this coordinator's prepared transactions that no unfinished global
+/// transaction holds: a gid the ledger does not know, or one of a finished global transaction (a
+/// PREPARE that landed after its branch was rolled back, say). What an unfinished global
+/// transaction holds is its drive's business. Returns how many it resolved.
+fn sweep_prepared(owner: Oid) -> WalletResult<i64> {
+    let (coordinator, node_names) = step(owner, |conn| {
+        let rows = conn.execute(&LEDGER_NODES, &[]);
+        let names: Vec<String> = (0..rows.len())
+            .filter_map(|r| {
+                rows.bytes(r, 1)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            })
+            .collect();
+        Ok((coordinator_id(conn), names))
+    })?;
+    let prefix = format!("wallet:{coordinator}:%");
+    let mut resolved = 0;
+    for node in node_names {
+        let Ok(mut lease) = nodes::lease(&node) else {
+            continue;
+        };
+        let Ok(table) = lease.connection().call(
+            None,
+            "SELECT gid FROM pg_catalog.pg_prepared_xacts WHERE gid LIKE $1 AND database = current_database()",
+            &[Some(prefix.clone().into_bytes())],
+            nodes::call_timeout(),
+        ) else {
+            continue;
+        };
+        for r in 0..table.rows.len() {
+            let Some(gid) = table
+                .text(r, 0)
+                .map(|g| String::from_utf8_lossy(g).into_owned())
+            else {
+                continue;
+            };
+            let verdict = step(owner, |conn| {
+                let rows = conn.execute(&LEDGER_GID, &[Some(text_datum(gid.as_bytes()))]);
+                if rows.is_empty() {
+                    return Ok(Some(false));
+                }
+                let finished: bool = rows.get(0, 2).unwrap_or(false);
+                let confirmed = rows.bytes(0, 3).as_deref() == Some(b"confirmed".as_slice());
+                Ok(finished.then_some(confirmed))
+            })?;
+            let Some(commit) = verdict else {
+                continue;
+            };
+            let sql = format!(
+                "{} PREPARED '{gid}'",
+                if commit { "COMMIT" } else { "ROLLBACK" }
+            );
+            if lease
+                .connection()
+                .call(None, &sql, &[], nodes::call_timeout())
+                .is_ok()
+            {
+                resolved += 1;
+            }
+        }
+    }
+    Ok(resolved)
 }
 
 /// Recovery: drives every unfinished global transaction no session is driving (at most
@@ -1301,6 +1431,7 @@ pub fn recover(limit: i32) -> WalletResult<(i64, i64)> {
             finished += i64::from(g.finished);
         }
     }
+    sweep_prepared(owner)?;
     let unfinished = step(owner, |conn| {
         let rows = conn.execute(&LEDGER_UNFINISHED, &[]);
         Ok(rows.get::<i64>(0, 1).unwrap_or(0))

@@ -83,6 +83,10 @@ fn report(gtid: &[u8], outcome: Outcome) -> WalletResult<Option<Datum>> {
             pgrx::warning!("global transaction {gtid} needs an operator ({sqlstate}): {message}");
             Ok("stuck".into_datum())
         }
+        Outcome::Pending => {
+            pgrx::warning!("global transaction {gtid} is still under way: a node does not answer, and recovery will drive it on");
+            Ok("pending".into_datum())
+        }
         Outcome::Busy => Ok(None),
         Outcome::Cancelled {
             sqlstate,

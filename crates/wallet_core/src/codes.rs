@@ -35,6 +35,7 @@ pub enum Reason {
     GtidReused,
     NodeInUse,
     DropRefused,
+    PreparedTransactionsDisabled,
     ConcurrentChange,
     InvalidTransactionTermination,
     TableShape,
@@ -96,6 +97,7 @@ pub const CODES: &[Code] = &[
     code(Reason::GtidReused, "WA027", "gtid_reused", "a global transaction with an existing gtid and other parameters"),
     code(Reason::NodeInUse, "WA028", "node_in_use", "removing a node that an unfinished global transaction still needs"),
     code(Reason::DropRefused, "WA029", "drop_refused", "`DROP EXTENSION wallet_ext` (or `DROP SCHEMA wallet`) while the wallet holds events, without `wallet.allow_drop`"),
+    code(Reason::PreparedTransactionsDisabled, "WA030", "prepared_transactions_disabled", "a 2PC global transaction names a node whose `max_prepared_transactions` is 0 (refused before anything is recorded)"),
     code(Reason::ConcurrentChange, "40001", "serialization_failure", "(standard) a concurrent change, or a concurrent ALTER of a wallet table at REPEATABLE READ or SERIALIZABLE; retry the transaction"),
     code(Reason::InvalidTransactionTermination, "2D000", "invalid_transaction_termination", "(standard) `CALL transfer_across`, `transfer_global` or `recover` inside a transaction block"),
     code(Reason::TableShape, "55000", "object_not_in_prerequisite_state", "(standard) a column the wallet reads or writes was dropped, renamed or given another type, or an index it relies on is missing; or the database's wallet schema is older than the installed library (run `ALTER EXTENSION wallet_ext UPDATE`). Nothing is written"),
@@ -133,6 +135,9 @@ impl Reason {
                 Some("Use a new global transaction id for a different transfer.")
             }
             Reason::UnknownNode => Some("Register it with wallet.register_node(name, conninfo)."),
+            Reason::PreparedTransactionsDisabled => Some(
+                "Set max_prepared_transactions on that node (a restart), or use protocol tcc or saga.",
+            ),
             Reason::DropRefused => Some(
                 "Dump the database first; then a superuser may SET wallet.allow_drop = on for the drop.",
             ),

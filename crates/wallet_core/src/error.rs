@@ -163,6 +163,11 @@ pub enum WalletError {
     )]
     NodeInUse { node: Text, unfinished: i64 },
 
+    #[error(
+        "node {node} cannot take part in two-phase commit: its max_prepared_transactions is 0"
+    )]
+    PreparedTransactionsDisabled { node: Text },
+
     #[error("{what} refused: the wallet in this database holds its ledger (events up to seq {newest_seq})")]
     DropRefused { what: String, newest_seq: i64 },
 
@@ -233,6 +238,7 @@ impl WalletError {
             E::NodeUnreachable { .. } => Reason::NodeUnreachable,
             E::GtidReused { .. } => Reason::GtidReused,
             E::NodeInUse { .. } => Reason::NodeInUse,
+            E::PreparedTransactionsDisabled { .. } => Reason::PreparedTransactionsDisabled,
             E::DropRefused { .. } => Reason::DropRefused,
             E::TableShape(_) => Reason::TableShape,
             E::DataCorrupted(_) => Reason::DataCorrupted,
