@@ -82,7 +82,9 @@ cluster_start() {
     local opts="-p $port -k $dir -c listen_addresses='' -c fsync=off -c max_prepared_transactions=64"
     for setting in "$@"; do opts="$opts -c $setting"; done
     echo "$opts" | as_root tee "$dir/opts" >/dev/null
-    run_as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$opts" -w start >/dev/null
+    # RUST_BACKTRACE=1: the wallet must keep Rust backtraces out of what clients see even when
+    # capturing them is on (pg_test/sql/16_guards.sql checks it).
+    run_as_postgres env RUST_BACKTRACE=1 "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$opts" -w start >/dev/null
 }
 
 # cluster_crash NAME: kill -9 of the postmaster and then of every process it had started (a
@@ -120,7 +122,7 @@ cluster_crash() {
 # created with (crash recovery runs first).
 cluster_restart() {
     local dir="$WORK_DIR/$1"
-    run_as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$(cat "$dir/opts")" \
+    run_as_postgres env RUST_BACKTRACE=1 "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$(cat "$dir/opts")" \
         -w -t 60 start >/dev/null
 }
 

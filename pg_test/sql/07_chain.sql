@@ -69,3 +69,45 @@ ROLLBACK;
 SELECT problem FROM wallet.verify_chain(:rec_pos, repeat('0', 64));
 SELECT * FROM wallet.verify_chain(:rec_pos);
 \echo :LAST_ERROR_SQLSTATE
+
+-- Every stored column of a sealed event is covered by its link: each edited in turn (rolled
+-- back) is named by verify_chain(). A hold event has them all set (pending_delta, both links,
+-- data); the edits change NULLs too.
+SELECT wallet.try_hold('chain-h', 'b', :olga, :petr, 7) > 0 AS held;
+SELECT wallet.transfer(:olga, :petr, 3, 'chain-k', '{"memo": "m"}') > 0 AS keyed;
+SELECT wallet.seal() > 0 AS sealed;
+SELECT set_config('tamper.seq', max(seq)::text, false) IS NOT NULL AS noted
+  FROM wallet.events WHERE event_type = 'hold_placed';
+CREATE TEMP TABLE tamper (col text, detected boolean);
+DO $tamper$
+DECLARE
+    c record;
+    change text;
+    found_problem boolean;
+BEGIN
+    FOR c IN SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type
+               FROM pg_attribute a
+              WHERE a.attrelid = 'wallet.events'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum LOOP
+        change := CASE WHEN c.attname = 'seq' THEN '-seq' ELSE CASE c.type
+            WHEN 'bigint' THEN format('coalesce(%I, 0) + 1', c.attname)
+            WHEN 'text' THEN format('coalesce(%I, %L) || %L', c.attname, '', 'x')
+            WHEN 'jsonb' THEN format('coalesce(%I, %L) || %L', c.attname, '{}', '{"t": 1}')
+            WHEN 'timestamp with time zone' THEN format('%I + interval %L', c.attname, '1 microsecond')
+            WHEN 'xid8' THEN format('(%I::text::numeric + 1)::text::xid8', c.attname)
+        END END;
+        BEGIN
+            ALTER TABLE wallet.events DISABLE TRIGGER events_no_update_delete;
+            EXECUTE format('UPDATE wallet.events SET %I = %s WHERE seq = %s', c.attname, change,
+                           current_setting('tamper.seq'));
+            found_problem := EXISTS (SELECT 1 FROM wallet.verify_chain());
+            RAISE EXCEPTION USING ERRCODE = 'TA001', MESSAGE = found_problem::text;
+        EXCEPTION WHEN SQLSTATE 'TA001' THEN
+            INSERT INTO tamper VALUES (c.attname, SQLERRM::boolean);
+        END;
+    END LOOP;
+END
+$tamper$;
+SELECT col, detected FROM tamper ORDER BY col;
+SELECT count(*) AS broken_links FROM wallet.verify_chain();
+SELECT wallet.cancel_hold('chain-h', 'b') > 0 AS released;
