@@ -1,0 +1,175 @@
+"""Every crash point of every protocol, deterministically (run by tests/crash_points.sh).
+
+Two clusters: A holds the coordinator database `c` (and the node `local`), B holds the
+participant database `p`. For each protocol (tcc, 2pc, saga), each named point where the
+coordinator can stop (wallet.fault: after_record, after_remote_try, after_decide,
+after_remote_confirm, after_remote_cancel; and lost answers of each kind of call), each way of
+stopping (`error`: the backend raises an ERROR there, leaving the ledger as committed, as a
+coordinator failing between two steps would; `kill`: the backend kills itself with SIGKILL, which
+crashes and restarts the whole cluster A), and each direction of money (from A to B, from B to A,
+and a transfer that B refuses, so that the cancel path runs), one global transaction is started
+with the fault set. Then recovery runs (CALL wallet.recover(), until nothing is unfinished) and
+these must hold, on both databases:
+
+- the global transaction is finished: confirmed or cancelled (never stuck: no branch refused);
+- what was confirmed moved the amount, what was cancelled moved nothing (per account, per node);
+- the money of the customers summed over the two nodes is unchanged;
+- no hold is pending, no prepared transaction is left on either cluster;
+- verify() and verify_chain() (after seal()) are empty, and the trial balance is 0.
+
+Usage: crash_points.py SOCK_A PORT_A SOCK_B PORT_B REPO
+"""
+
+import subprocess
+import sys
+import time
+
+import psycopg
+
+SOCK_A, PORT_A, SOCK_B, PORT_B, REPO = sys.argv[1:6]
+DSN_C = f"host={SOCK_A} port={PORT_A} dbname=c user=postgres"
+DSN_P = f"host={SOCK_B} port={PORT_B} dbname=p user=postgres"
+DEPOSIT = 1_000_000
+POINTS = ["after_record", "after_remote_try", "after_decide", "after_remote_confirm",
+          "after_remote_cancel", "lose_answers:try", "lose_answers:confirm", "lose_answers:cancel"]
+
+
+def fail(message):
+    print(f"FAILED: {message}", flush=True)
+    sys.exit(1)
+
+
+def connect(dsn, retry_for=60.0):
+    deadline = time.time() + retry_for
+    while True:
+        try:
+            return psycopg.connect(dsn, autocommit=True)
+        except psycopg.OperationalError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def one(dsn, sql, params=None):
+    with connect(dsn) as c:
+        return c.execute(sql, params).fetchone()
+
+
+def setup():
+    for dsn in (DSN_C, DSN_P):
+        with connect(dsn) as c:
+            c.execute("CREATE EXTENSION wallet_ext")
+            c.execute("SELECT wallet.create_currency('EUR')")
+            for owner in ("payer", "payee", "closed"):
+                c.execute("SELECT wallet.open_account('EUR', %s)", (owner,))
+            c.execute("SELECT wallet.deposit(2, %s)", (DEPOSIT,))
+            c.execute("SELECT wallet.close_account(4)")
+    with connect(DSN_C) as c:
+        c.execute("SELECT wallet.register_node('p', %s)", (DSN_P + " connect_timeout=5",))
+
+
+def balances():
+    out = {}
+    for name, dsn in (("c", DSN_C), ("p", DSN_P)):
+        with connect(dsn) as c:
+            for (account, balance) in c.execute("SELECT id, balance FROM wallet.accounts WHERE NOT is_system"):
+                out[(name, account)] = balance
+    return out
+
+
+def recover():
+    deadline = time.time() + 60
+    while True:
+        finished, unfinished = one(DSN_C, "CALL wallet.recover()")
+        if unfinished == 0:
+            return
+        if time.time() > deadline:
+            fail(f"{unfinished} global transactions unfinished after a minute of recovery")
+        time.sleep(0.2)
+
+
+def check_clean(context):
+    for name, dsn in (("c", DSN_C), ("p", DSN_P)):
+        with connect(dsn) as c:
+            c.execute("SELECT wallet.seal()")
+            (pending,) = c.execute("SELECT count(*) FROM wallet.holds WHERE status = 'pending'").fetchone()
+            (diff,) = c.execute("SELECT count(*) FROM wallet.verify()").fetchone()
+            (broken,) = c.execute("SELECT count(*) FROM wallet.verify_chain()").fetchone()
+            (prepared,) = c.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone()
+            (total,) = c.execute("SELECT coalesce(sum(total_balance), 0) FROM wallet.trial_balance()").fetchone()
+            if pending or diff or broken or prepared or total != 0:
+                fail(f"{context}: on {name}: {pending} pending holds, {diff} verify differences, "
+                     f"{broken} broken links, {prepared} prepared transactions, total {total}")
+
+
+def run_case(number, protocol, point, mode, direction):
+    gtid = f"cp-{number}-{protocol}-{point}-{mode}-{direction}"
+    if direction == "c_to_p":
+        legs, refused = ("local", 2, "p", 3), False
+    elif direction == "p_to_c":
+        legs, refused = ("p", 2, "local", 3), False
+    else:
+        legs, refused = ("local", 2, "p", 4), True   # p's account 4 is closed: refused there
+    amount = 100 + number
+    before = balances()
+    fault = point if point.startswith("lose_answers") else f"{point}:{mode}"
+    conn = connect(DSN_C)
+    try:
+        conn.execute("SELECT set_config('wallet.fault', %s, false)", (fault,))
+        conn.execute("CALL wallet.transfer_across(%s, %s, %s, %s, %s, %s, %s::interval, protocol => %s)",
+                     (gtid, legs[0], legs[1], legs[2], legs[3], amount, "1 hour", protocol))
+    except psycopg.Error:
+        pass  # the fault stopped it (an ERROR, or the connection died with the backend)
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+    # After a kill, cluster A restarts on its own (restart_after_crash); wait until it is back.
+    connect(DSN_C).close()
+    recover()
+    row = one(DSN_C, "SELECT outcome, finished_at IS NOT NULL FROM wallet.global_transactions WHERE gtid = %s", (gtid,))
+    after = balances()
+    if row is None:
+        # Stopped before anything was recorded (a kill at after_record can only come after the
+        # record committed, so this cannot happen).
+        fail(f"{gtid}: not recorded")
+    outcome, finished = row
+    if not finished or outcome not in ("confirmed", "cancelled"):
+        fail(f"{gtid}: outcome {outcome}, finished {finished}")
+    if refused and outcome == "confirmed":
+        fail(f"{gtid}: confirmed although the credit account is closed")
+    moved = {}
+    for key in set(before) | set(after):
+        if before.get(key, 0) != after.get(key, 0):
+            moved[key] = after.get(key, 0) - before.get(key, 0)
+    src = ("c" if legs[0] == "local" else "p", legs[1])
+    dst = ("c" if legs[2] == "local" else "p", legs[3])
+    expected = {src: -amount, dst: amount} if outcome == "confirmed" else {}
+    if moved != expected:
+        fail(f"{gtid}: outcome {outcome}, but the balances moved {moved} (expected {expected})")
+    if sum(after.values()) != sum(before.values()):
+        fail(f"{gtid}: customers' money changed from {sum(before.values())} to {sum(after.values())}")
+    check_clean(gtid)
+    return outcome
+
+
+def main():
+    setup()
+    counts = {}
+    number = 0
+    for protocol in ("tcc", "2pc", "saga"):
+        for point in POINTS:
+            modes = ["error"] if point.startswith("lose_answers") else ["error", "kill"]
+            for mode in modes:
+                for direction in ("c_to_p", "p_to_c", "refused"):
+                    number += 1
+                    outcome = run_case(number, protocol, point, mode, direction)
+                    counts[(protocol, outcome)] = counts.get((protocol, outcome), 0) + 1
+    (kills,) = one(DSN_C, "SELECT count(*) FROM wallet.global_transactions WHERE finished_by = 'recovery'")
+    print(f"crash points: {number} cases ({', '.join(f'{p} {o} {n}' for (p, o), n in sorted(counts.items()))}); "
+          f"{kills} finished by recovery; every invariant held after each", flush=True)
+
+
+if __name__ == "__main__":
+    main()
