@@ -23,6 +23,13 @@ pub fn pack_sqlstate(code: &str) -> c_int {
     six(b[0]) | (six(b[1]) << 6) | (six(b[2]) << 12) | (six(b[3]) << 18) | (six(b[4]) << 24)
 }
 
+/// The five characters of a packed SQLSTATE.
+pub fn unpack_sqlstate(code: c_int) -> String {
+    (0..5)
+        .map(|i| char::from(b'0' + ((code >> (6 * i)) & 0x3F) as u8))
+        .collect()
+}
+
 /// A rejection ready to raise: plain data with no destructor, so nothing is skipped when
 /// `ereport` jumps out of the entry point's frame.
 pub struct PendingError {

@@ -7,8 +7,8 @@ use wallet_core::locks::{lock_fields, LockClass};
 use crate::catalog;
 use crate::error::WalletResult;
 
-/// The lock tag of `key` in `class`, in this database.
-fn tag(class: LockClass, key: &[u8]) -> WalletResult<pg_sys::LOCKTAG> {
+/// The lock tag of `key` in `class`, in this database, in the lock method `method`.
+fn tag_in(class: LockClass, key: &[u8], method: u32) -> WalletResult<pg_sys::LOCKTAG> {
     let c = catalog::current()?;
     let class_oid = match class {
         LockClass::IdempotencyKey => c.events,
@@ -23,8 +23,21 @@ fn tag(class: LockClass, key: &[u8]) -> WalletResult<pg_sys::LOCKTAG> {
         locktag_field3: objid,
         locktag_field4: objsubid,
         locktag_type: pg_sys::LockTagType::LOCKTAG_OBJECT as u8,
-        locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
+        locktag_lockmethodid: method as u8,
     })
+}
+
+/// A transaction's lock: in the default lock method, like a row's.
+fn tag(class: LockClass, key: &[u8]) -> WalletResult<pg_sys::LOCKTAG> {
+    tag_in(class, key, pg_sys::DEFAULT_LOCKMETHOD)
+}
+
+/// A session's lock: in the user lock method (advisory locks' own), whose session locks survive
+/// a transaction's abort (the default method's are released with it), so that a claim lasts
+/// through a step that rolled back. Its tag type is an object's, never an advisory lock's: no
+/// pg_advisory_lock call can take or wait for it.
+fn session_tag(class: LockClass, key: &[u8]) -> WalletResult<pg_sys::LOCKTAG> {
+    tag_in(class, key, pg_sys::USER_LOCKMETHOD)
 }
 
 const MODE: pg_sys::LOCKMODE = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
@@ -41,7 +54,7 @@ pub fn lock_for_transaction(class: LockClass, key: &[u8]) -> WalletResult<()> {
 /// Takes the lock of `key` for this session (until [`unlock_session`] or the end of the
 /// backend); with `wait` false, returns false at once when another session holds it.
 pub fn lock_for_session(class: LockClass, key: &[u8], wait: bool) -> WalletResult<bool> {
-    let tag = tag(class, key)?;
+    let tag = session_tag(class, key)?;
     // SAFETY: as above; a session lock survives the transaction.
     let result = unsafe { pg_sys::LockAcquire(&tag, MODE, true, !wait) };
     Ok(result != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL)
@@ -49,7 +62,7 @@ pub fn lock_for_session(class: LockClass, key: &[u8], wait: bool) -> WalletResul
 
 /// Releases a session lock taken by [`lock_for_session`]; false if this session did not hold it.
 pub fn unlock_session(class: LockClass, key: &[u8]) -> WalletResult<bool> {
-    let tag = tag(class, key)?;
+    let tag = session_tag(class, key)?;
     // SAFETY: releases one hold of a session lock of this backend (a WARNING if it had none).
     Ok(unsafe { pg_sys::LockRelease(&tag, MODE, true) })
 }

@@ -4,18 +4,19 @@
 //! database's coordinator to their end (recovery), seal the log and refresh the read side
 //! (wallet.worker_read_side), and take a snapshot every wallet.snapshot_interval.
 //!
-//! Every piece of work is one SQL call in its own transaction; the rules live in SQL and in
-//! `tcc.rs`, the worker only schedules. The same calls are available to cron: `CALL
-//! wallet.recover()`, `SELECT wallet.expire_holds()`, `wallet.seal()`, ... An ERROR in one call
-//! is logged and that transaction rolled back; the round goes on with the next call.
+//! Every piece of work is one SQL call in its own transaction (recovery: the engine's own loop
+//! of transactions, called directly); the worker only schedules. The same calls are available
+//! to cron: `CALL wallet.recover()`, `SELECT wallet.expire_holds()`, `wallet.seal()`, ... An
+//! ERROR in one call is logged and that transaction rolled back; the round goes on with the
+//! next call.
 
-use std::ffi::CStr;
 use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::coordinator::engine::{self, Procedure};
 use crate::settings;
 
 /// Registers one worker per configured database (called from _PG_init while preloading).
@@ -76,24 +77,21 @@ fn in_transaction<T: FromDatum + IntoDatum>(sql: &str, arg: Option<&str>) -> Opt
     }
 }
 
-/// CALLs a procedure that commits as it goes (recovery: the same claim, step and release loop as
-/// `CALL wallet.recover()` from cron), through a non-atomic SPI connection; an ERROR is logged
-/// and rolled back.
-fn call_in_transactions(sql: &'static CStr) {
-    // SAFETY: a background worker connected to a database, between transactions; the
-    // procedure's own commits end and begin the transactions in between.
+/// Recovery, as `CALL wallet.recover()` does it (the same claim, step and release loop), with
+/// the engine called directly in transactions of the worker's own; an ERROR is logged and the
+/// step under way rolled back.
+fn recover() {
+    // SAFETY: a background worker connected to a database, between transactions; the engine's
+    // steps end and begin the transactions in between.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
     }
     let outcome = PgTryBuilder::new(|| {
-        // SAFETY: SPI in non-atomic mode, so the procedure may commit; finished below.
-        unsafe {
-            pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
-            pg_sys::SPI_execute(sql.as_ptr(), false, 0);
-            pg_sys::SPI_finish();
-        }
-        Ok(())
+        let procedure = Procedure::in_worker();
+        let result = engine::recover(procedure.owner, 1000);
+        drop(procedure);
+        result.map(|_| ()).map_err(|e| e.to_string())
     })
     .catch_others(|e| Err(format!("{e:?}")))
     .execute();
@@ -105,7 +103,7 @@ fn call_in_transactions(sql: &'static CStr) {
         }
     }
     if let Err(message) = outcome {
-        pgrx::warning!("wallet_ext worker: {}: {message}", sql.to_string_lossy());
+        pgrx::warning!("wallet_ext worker: recovery: {message}");
     }
 }
 
@@ -119,7 +117,7 @@ fn round() {
         return;
     }
     while in_transaction::<i64>("SELECT wallet.expire_holds(1000)", None).unwrap_or(0) == 1000 {}
-    call_in_transactions(c"CALL wallet.recover()");
+    recover();
     if settings::WORKER_READ_SIDE.get() {
         in_transaction::<i64>("SELECT wallet.seal()", None);
         in_transaction::<i64>("SELECT wallet.refresh_read_side()", None);

@@ -1,13 +1,14 @@
 """Every crash point of every protocol, deterministically (run by tests/crash_points.sh).
 
 Two clusters: A holds the coordinator database `c` (and the node `local`), B holds the
-participant database `p`. For each protocol (tcc, 2pc, saga), each named point where the
+participant databases `p` and `q`. For each protocol (tcc, 2pc, saga), each named point where the
 coordinator can stop (wallet.fault: after_record, after_remote_try, after_decide,
 after_remote_confirm, after_remote_cancel; and lost answers of each kind of call), each way of
 stopping (`error`: the backend raises an ERROR there, leaving the ledger as committed, as a
 coordinator failing between two steps would; `kill`: the backend kills itself with SIGKILL, which
 crashes and restarts the whole cluster A), and each direction of money (from A to B, from B to A,
-and a transfer that B refuses, so that the cancel path runs), one global transaction is started
+a transfer that B refuses, so that the cancel path runs, and one of three legs with two remote
+branches, p and q, whose answers come in the same round), one global transaction is started
 with the fault set. Then recovery runs (CALL wallet.recover(), until nothing is unfinished) and
 these must hold, on both databases:
 
@@ -29,6 +30,8 @@ import psycopg
 SOCK_A, PORT_A, SOCK_B, PORT_B, REPO = sys.argv[1:6]
 DSN_C = f"host={SOCK_A} port={PORT_A} dbname=c user=postgres"
 DSN_P = f"host={SOCK_B} port={PORT_B} dbname=p user=postgres"
+DSN_Q = f"host={SOCK_B} port={PORT_B} dbname=q user=postgres"
+DATABASES = (("c", DSN_C), ("p", DSN_P), ("q", DSN_Q))
 DEPOSIT = 1_000_000
 POINTS = ["after_record", "after_remote_try", "after_decide", "after_remote_confirm",
           "after_remote_cancel", "lose_answers:try", "lose_answers:confirm", "lose_answers:cancel"]
@@ -56,7 +59,7 @@ def one(dsn, sql, params=None):
 
 
 def setup():
-    for dsn in (DSN_C, DSN_P):
+    for _, dsn in DATABASES:
         with connect(dsn) as c:
             c.execute("CREATE EXTENSION wallet_ext")
             c.execute("SELECT wallet.create_currency('EUR')")
@@ -66,11 +69,12 @@ def setup():
             c.execute("SELECT wallet.close_account(4)")
     with connect(DSN_C) as c:
         c.execute("SELECT wallet.register_node('p', %s)", (DSN_P + " connect_timeout=5",))
+        c.execute("SELECT wallet.register_node('q', %s)", (DSN_Q + " connect_timeout=5",))
 
 
 def balances():
     out = {}
-    for name, dsn in (("c", DSN_C), ("p", DSN_P)):
+    for name, dsn in DATABASES:
         with connect(dsn) as c:
             for (account, balance) in c.execute("SELECT id, balance FROM wallet.accounts WHERE NOT is_system"):
                 out[(name, account)] = balance
@@ -89,7 +93,7 @@ def recover():
 
 
 def check_clean(context):
-    for name, dsn in (("c", DSN_C), ("p", DSN_P)):
+    for name, dsn in DATABASES:
         with connect(dsn) as c:
             c.execute("SELECT wallet.seal()")
             (pending,) = c.execute("SELECT count(*) FROM wallet.holds WHERE status = 'pending'").fetchone()
@@ -104,20 +108,23 @@ def check_clean(context):
 
 def run_case(number, protocol, point, mode, direction):
     gtid = f"cp-{number}-{protocol}-{point}-{mode}-{direction}"
-    if direction == "c_to_p":
-        legs, refused = ("local", 2, "p", 3), False
-    elif direction == "p_to_c":
-        legs, refused = ("p", 2, "local", 3), False
-    else:
-        legs, refused = ("local", 2, "p", 4), True   # p's account 4 is closed: refused there
     amount = 100 + number
+    if direction == "c_to_p":
+        legs, refused = [("local", 2, -amount), ("p", 3, amount)], False
+    elif direction == "p_to_c":
+        legs, refused = [("p", 2, -amount), ("local", 3, amount)], False
+    elif direction == "two_remote":
+        legs, refused = [("local", 2, -amount), ("p", 3, amount - 1), ("q", 3, 1)], False
+    else:
+        legs, refused = [("local", 2, -amount), ("p", 4, amount)], True   # p's account 4 is closed
     before = balances()
     fault = point if point.startswith("lose_answers") else f"{point}:{mode}"
     conn = connect(DSN_C)
     try:
         conn.execute("SELECT set_config('wallet.fault', %s, false)", (fault,))
-        conn.execute("CALL wallet.transfer_across(%s, %s, %s, %s, %s, %s, %s::interval, protocol => %s)",
-                     (gtid, legs[0], legs[1], legs[2], legs[3], amount, "1 hour", protocol))
+        conn.execute("CALL wallet.transfer_global(%s, %s, %s, %s, %s, %s::interval)",
+                     (gtid, [n for n, _, _ in legs], [a for _, a, _ in legs], [m for _, _, m in legs],
+                      protocol, "1 hour"))
     except psycopg.Error:
         pass  # the fault stopped it (an ERROR, or the connection died with the backend)
     finally:
@@ -143,9 +150,9 @@ def run_case(number, protocol, point, mode, direction):
     for key in set(before) | set(after):
         if before.get(key, 0) != after.get(key, 0):
             moved[key] = after.get(key, 0) - before.get(key, 0)
-    src = ("c" if legs[0] == "local" else "p", legs[1])
-    dst = ("c" if legs[2] == "local" else "p", legs[3])
-    expected = {src: -amount, dst: amount} if outcome == "confirmed" else {}
+    expected = {}
+    if outcome == "confirmed":
+        expected = {("c" if n == "local" else n, a): m for n, a, m in legs}
     if moved != expected:
         fail(f"{gtid}: outcome {outcome}, but the balances moved {moved} (expected {expected})")
     if sum(after.values()) != sum(before.values()):
@@ -162,7 +169,7 @@ def main():
         for point in POINTS:
             modes = ["error"] if point.startswith("lose_answers") else ["error", "kill"]
             for mode in modes:
-                for direction in ("c_to_p", "p_to_c", "refused"):
+                for direction in ("c_to_p", "p_to_c", "two_remote", "refused"):
                     number += 1
                     outcome = run_case(number, protocol, point, mode, direction)
                     counts[(protocol, outcome)] = counts.get((protocol, outcome), 0) + 1

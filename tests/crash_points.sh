@@ -11,7 +11,7 @@ cluster_start cpA "$PORT_A" "max_connections=40"
 cluster_start cpB "$PORT_B" "max_connections=40"
 trap 'cluster_stop cpA; cluster_stop cpB' EXIT
 psql_at cpA "$PORT_A" postgres -c "CREATE DATABASE c" >/dev/null
-psql_at cpB "$PORT_B" postgres -c "CREATE DATABASE p" >/dev/null
+psql_at cpB "$PORT_B" postgres -c "CREATE DATABASE p" -c "CREATE DATABASE q" >/dev/null
 "$PYTHON" "$REPO_ROOT/tests/crash_points.py" "$(cluster_socket cpA)" "$PORT_A" \
     "$(cluster_socket cpB)" "$PORT_B" "$REPO_ROOT"
 # The kills were real crashes: the coordinator's cluster recovered from each.

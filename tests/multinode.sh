@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Cross-node TC/C transfers while whole servers are killed: three databases (n1, n2 on cluster
-# mnA, n3 on cluster mnB), both clusters with wallet_ext preloaded and its worker on. The load,
-# the crashes and the checks are in tests/multinode.py (run with the venv's psycopg).
+# Global transactions of every protocol (TC/C, 2PC, Saga) while whole servers are killed: three
+# databases (n1, n2 on cluster mnA, n3 on cluster mnB), both clusters with wallet_ext preloaded
+# and its worker on. The load, the crashes and the checks are in tests/multinode.py (run with the
+# venv's psycopg). Then: 2PC refused up front by a node that cannot prepare transactions (a third
+# cluster, mnC), and the background worker's settings.
 # Usage: tests/multinode.sh PYTHON [SECONDS]
 source "$(dirname "$0")/../scripts/lib.sh"
 
@@ -9,10 +11,11 @@ PYTHON="$1"
 SECONDS_OF_LOAD="${2:-45}"
 PORT_A=54366
 PORT_B=54367
+PORT_C=54371
 common=("shared_preload_libraries=wallet_ext" "max_connections=60")
 cluster_start mnA "$PORT_A" "${common[@]}" "wallet.worker_databases='n1,n2'"
 cluster_start mnB "$PORT_B" "${common[@]}" "wallet.worker_databases='n3'"
-trap 'cluster_stop mnA; cluster_stop mnB' EXIT
+trap 'cluster_stop mnA; cluster_stop mnB; cluster_stop mnC' EXIT
 # Reloadable worker settings go to postgresql.auto.conf, not the command line (which would win
 # over any later ALTER SYSTEM the checks at the end make).
 psql_at mnA "$PORT_A" postgres -c "ALTER SYSTEM SET wallet.worker_interval = '200ms'" -c "SELECT pg_reload_conf()" >/dev/null
@@ -28,6 +31,56 @@ for name in mnA mnB; do
     log "$name: the wallet_ext worker logged $n starts"
     [ "$n" -ge 1 ] || die "no wallet_ext worker ran on $name"
 done
+
+# The worker recovers by itself: a 2PC global transaction whose coordinator stopped after the
+# nodes prepared is rolled back by n1's worker (no CALL wallet.recover() here), and a TC/C one
+# stopped after its decision is confirmed by it.
+psql_at mnA "$PORT_A" n1 -v ON_ERROR_STOP=0 -c "SET wallet.fault = 'after_remote_try'" \
+    -c "CALL wallet.transfer_across('by-worker-2pc', 'local', 2, 'n3', 3, 7, protocol => '2pc')" \
+    -c "SET wallet.fault = 'after_decide'" \
+    -c "CALL wallet.transfer_across('by-worker-tcc', 'local', 2, 'n3', 3, 7)" >/dev/null 2>&1 || true
+for _ in $(seq 100); do
+    done_by=$(psql_at mnA "$PORT_A" n1 -tA -c "SELECT string_agg(gtid || '=' || coalesce(outcome, '-') || '/' || coalesce(finished_by, '-'), ' ' ORDER BY gtid)
+                                                 FROM wallet.global_transactions WHERE gtid LIKE 'by-worker-%'")
+    [ "$done_by" = "by-worker-2pc=cancelled/recovery by-worker-tcc=confirmed/recovery" ] && break
+    sleep 0.2
+done
+[ "$done_by" = "by-worker-2pc=cancelled/recovery by-worker-tcc=confirmed/recovery" ] \
+    || die "the worker did not finish the interrupted global transactions: $done_by"
+[ "$(psql_at mnB "$PORT_B" n3 -tA -c "SELECT count(*) FROM pg_prepared_xacts")" = 0 ] \
+    || die "the worker left a prepared transaction on n3"
+for name in mnA mnB; do
+    ! grep -E "wallet_ext worker: recovery:.*(INTERNAL|internal)" "$WORK_DIR/$name/server.log" \
+        || die "$name: the worker's recovery met an internal error"
+done
+log "worker: finished a stopped 2PC (rolled back) and a stopped TC/C (confirmed) by itself; its recovery never failed"
+
+# A node whose max_prepared_transactions is 0 cannot take part in 2PC: refused with WA030
+# before anything is recorded or moved; TC/C and Saga with the same node go through.
+cluster_start mnC "$PORT_C" "max_prepared_transactions=0"
+psql_at mnC "$PORT_C" postgres -c "CREATE DATABASE n4"
+psql_at mnC "$PORT_C" n4 -c "CREATE EXTENSION wallet_ext" -c "SELECT wallet.create_currency('EUR')" \
+    -c "SELECT wallet.open_account('EUR')" >/dev/null
+psql_at mnA "$PORT_A" n1 -c "SELECT wallet.register_node('n4', 'host=$(cluster_socket mnC) port=$PORT_C dbname=n4 user=postgres')" >/dev/null
+money_n1() { psql_at mnA "$PORT_A" n1 -tA -c "SELECT balance FROM wallet.accounts WHERE id = 2"; }
+before=$(money_n1)
+state=$(psql_at mnA "$PORT_A" n1 -tA -v ON_ERROR_STOP=0 2>/dev/null <<'SQL'
+CALL wallet.transfer_across('no-2pc', 'local', 2, 'n4', 2, 5, protocol => '2pc');
+\echo :LAST_ERROR_SQLSTATE
+SQL
+)
+[ "$state" = WA030 ] || die "2PC to a node without prepared transactions: '$state', not WA030"
+[ "$(psql_at mnA "$PORT_A" n1 -tA -c "SELECT count(*) FROM wallet.global_transactions WHERE gtid = 'no-2pc'")" = 0 ] \
+    || die "the refused 2PC global transaction was recorded"
+[ "$(money_n1)" = "$before" ] || die "the refused 2PC global transaction moved money"
+for protocol in tcc saga; do
+    outcome=$(psql_at mnA "$PORT_A" n1 -tA -c "CALL wallet.transfer_across('to-n4-$protocol', 'local', 2, 'n4', 2, 5, protocol => '$protocol')")
+    [ "$outcome" = confirmed ] || die "$protocol to n4: $outcome"
+done
+[ "$(psql_at mnC "$PORT_C" n4 -tA -c "SELECT balance FROM wallet.accounts WHERE id = 2")" = 10 ] \
+    || die "n4 did not receive the TC/C and Saga transfers"
+cluster_stop mnC
+log "2PC to a node with max_prepared_transactions = 0: WA030, nothing recorded or moved; TC/C and Saga to it confirmed"
 
 # The worker's settings: with wallet.worker_enabled off (reload) an expired hold stays pending;
 # switched on again, the worker releases it within a few rounds.

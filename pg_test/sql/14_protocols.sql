@@ -148,6 +148,25 @@ CALL wallet.transfer_global('bad-3', :'nodes17', :'accounts17', array_fill(1::bi
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS recorded FROM wallet.global_transactions WHERE gtid LIKE 'bad-%';
 
+-- Recovery does not stop at a global transaction it cannot finish now: a step whose account
+-- row another session holds waits at most wallet.node_timeout, then a WARNING names the global
+-- transaction and recovery goes on with the others; a later round finishes it. Both stop before
+-- deciding, so recovery cancels them, releasing their holds on this node.
+SET wallet.fault = 'after_remote_try';
+CALL wallet.transfer_across('blocked-1', 'local', :customer, 'p2', 3, 5);
+CALL wallet.transfer_across('blocked-2', 'local', :fees, 'p2', 3, 5);
+RESET wallet.fault;
+SELECT dblink_connect('blocker', :'server' || ' dbname=' || current_database());
+SELECT dblink_exec('blocker', 'BEGIN');
+SELECT * FROM dblink('blocker', format('SELECT id FROM wallet.accounts WHERE id = %s FOR UPDATE', :customer)) AS t (id bigint);
+SET wallet.node_timeout = '300ms';
+CALL wallet.recover();
+SELECT gtid, phase, outcome FROM wallet.global_transactions WHERE gtid LIKE 'blocked-%' ORDER BY gtid;
+SELECT dblink_exec('blocker', 'ROLLBACK'), dblink_disconnect('blocker');
+CALL wallet.recover();
+RESET wallet.node_timeout;
+SELECT gtid, phase, outcome, finished_by FROM wallet.global_transactions WHERE gtid LIKE 'blocked-%' ORDER BY gtid;
+
 -- On every node: books balanced, replay = state, no pending hold, nothing prepared; the money
 -- conserved over the nodes.
 SELECT * FROM pg_temp.money(:'p2', :'p3');

@@ -140,18 +140,77 @@ pub enum Outcome {
 
 // ---- the steps: local transactions, as the owner ------------------------------------------------
 
-/// The owner's identity and a pinned search_path for the scope of one step.
+/// search_path pinned to `pg_catalog, pg_temp`, and a bounded lock wait, until dropped: every
+/// statement the engine runs, in a step or between steps, resolves names and operators the same
+/// way whatever the caller's (or the database's) search_path.
+struct Pinned {
+    nest_level: i32,
+}
+
+impl Pinned {
+    fn enter() -> Pinned {
+        // SAFETY: GUC settings at a new nest level, popped by Drop (or by the transaction's
+        // abort, which pops every level it started).
+        unsafe {
+            let nest_level = pg_sys::NewGUCNestLevel();
+            set_guc(c"search_path", c"pg_catalog, pg_temp");
+            // A step waits for a row lock at most wallet.node_timeout (unless the caller's
+            // lock_timeout is shorter): a lock may be held by a prepared transaction whose
+            // coordinator waits, on its own node, for a lock a prepared transaction of ours
+            // holds there. No deadlock detector sees such a cycle across nodes; the timeout
+            // breaks it (the step's ERROR leaves the global transaction to recovery).
+            let node_timeout = crate::settings::NODE_TIMEOUT.get().max(1);
+            if pg_sys::LockTimeout == 0 || pg_sys::LockTimeout > node_timeout {
+                let value = std::ffi::CString::new(format!("{node_timeout}ms")).expect("digits");
+                set_guc(c"lock_timeout", &value);
+            }
+            Pinned { nest_level }
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: pops the level `enter` pushed, on the normal path only (an ERROR's abort pops
+        // it).
+        if !std::thread::panicking() {
+            unsafe { pg_sys::AtEOXact_GUC(true, self.nest_level) };
+        }
+    }
+}
+
+/// Sets a user-settable GUC for the current nest level.
+///
+/// # Safety
+/// Inside a transaction, at a nest level the caller pops.
+unsafe fn set_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+    // SAFETY: as the caller promises; both strings are NUL-terminated.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
+/// The owner's identity, with the statements pinned (see [`Pinned`]), for the scope of one step.
 struct AsOwner {
     user: Oid,
     context: i32,
-    nest_level: i32,
+    _pinned: Pinned,
 }
 
 impl AsOwner {
     fn enter(owner: Oid) -> AsOwner {
-        // SAFETY: plain reads and writes of this backend's user id and GUC nest levels, restored
-        // by Drop (or by the transaction's abort, which restores both to the values the
-        // transaction started with: the caller's).
+        // SAFETY: plain reads and writes of this backend's user id, restored by Drop (or by the
+        // transaction's abort, which restores it to the value the transaction started with: the
+        // caller's).
         unsafe {
             let (mut user, mut context) = (Oid::INVALID, 0);
             pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
@@ -159,21 +218,10 @@ impl AsOwner {
                 owner,
                 context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
             );
-            let nest_level = pg_sys::NewGUCNestLevel();
-            pg_sys::set_config_option(
-                c"search_path".as_ptr(),
-                c"pg_catalog, pg_temp".as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
             AsOwner {
                 user,
                 context,
-                nest_level,
+                _pinned: Pinned::enter(),
             }
         }
     }
@@ -181,25 +229,52 @@ impl AsOwner {
 
 impl Drop for AsOwner {
     fn drop(&mut self) {
-        // SAFETY: restores what `enter` saved; the GUC level only on the normal path (an ERROR's
-        // abort pops it).
-        unsafe {
-            if !std::thread::panicking() {
-                pg_sys::AtEOXact_GUC(true, self.nest_level);
-            }
-            pg_sys::SetUserIdAndSecContext(self.user, self.context);
+        // SAFETY: restores what `enter` saved.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+    }
+}
+
+/// Runs `f` between steps (no step's transaction work, no owner yet): with a snapshot and the
+/// statements pinned.
+pub(crate) fn between_steps<R>(f: impl FnOnce() -> R) -> R {
+    with_snapshot(|| {
+        let _pinned = Pinned::enter();
+        f()
+    })
+}
+
+/// Runs `f` with an active snapshot: its own when none is set. A CALL from a client would get
+/// one from its portal after each commit, but the background worker's CALL has no portal, and
+/// SPI refuses to run SQL without either (SPI still takes a fresh snapshot for each statement
+/// at READ COMMITTED).
+fn with_snapshot<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: between statements; what is pushed here is popped before returning (an ERROR's
+    // abort pops it otherwise).
+    let pushed = unsafe {
+        let push = !pg_sys::ActiveSnapshotSet();
+        if push {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        push
+    };
+    let result = f();
+    // SAFETY: pops what was pushed above.
+    unsafe {
+        if pushed && pg_sys::ActiveSnapshotSet() {
+            pg_sys::PopActiveSnapshot();
         }
     }
+    result
 }
 
 /// Runs `f` in the current transaction as the owner, then commits it (or rolls it back when `f`
 /// refused), and starts the next one at READ COMMITTED.
 fn step<R>(owner: Oid, f: impl FnOnce(&Connection) -> WalletResult<R>) -> WalletResult<R> {
-    let result = {
+    let result = with_snapshot(|| {
         let _owner = AsOwner::enter(owner);
         let conn = Connection::open();
         f(&conn)
-    };
+    });
     // SAFETY: the procedure's SPI connection is non-atomic (see `Procedure`); SPI starts the
     // next transaction at once, before any snapshot, so its isolation level can be set.
     unsafe {
@@ -213,9 +288,59 @@ fn step<R>(owner: Oid, f: impl FnOnce(&Connection) -> WalletResult<R>) -> Wallet
     result
 }
 
+/// Runs `f` in an internal subtransaction: a Postgres ERROR inside it (a lock wait that timed
+/// out, a deadlock, a cancelled statement) rolls back the subtransaction alone and comes back as
+/// that error's SQLSTATE and message, so that recovery can leave one global transaction for a
+/// later round and go on with the others.
+fn guarded<R>(f: impl FnOnce() -> WalletResult<R>) -> WalletResult<R> {
+    // SAFETY: a subtransaction of the step's transaction, ended on both paths below; memory
+    // context and resource owner restored as PL/pgSQL's exception blocks do.
+    let (context, owner) = unsafe {
+        let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(saved.0);
+        saved
+    };
+    let f = std::panic::AssertUnwindSafe(f);
+    PgTryBuilder::new(move || {
+        let result = f();
+        // SAFETY: commits the subtransaction begun above.
+        unsafe {
+            pg_sys::ReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        }
+        result
+    })
+    .catch_others(|e| {
+        let report = match &e {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+            | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r,
+            // A Rust panic is a bug: it stops the whole call.
+            pgrx::pg_sys::panic::CaughtError::RustPanic { .. } => e.rethrow(),
+        };
+        let error = WalletError::Remote {
+            sqlstate: crate::error::unpack_sqlstate(report.sql_error_code() as i32),
+            message: report.message().to_string(),
+        };
+        // SAFETY: rolls back the subtransaction the ERROR left; the error itself was taken.
+        unsafe {
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        }
+        Err(error)
+    })
+    .execute()
+}
+
 /// A non-atomic SPI connection of a procedure (CALL outside a transaction block), which may
 /// commit; finished when dropped.
-pub struct Procedure(());
+pub struct Procedure {
+    /// The extension's owner, whom every step runs as.
+    pub owner: Oid,
+}
 
 impl Procedure {
     /// Opens it, refusing (2D000) a call from inside a transaction block or a function, and
@@ -234,14 +359,28 @@ impl Procedure {
                 procedure: name.to_string(),
             });
         }
-        // SAFETY: connects SPI in non-atomic mode (we are a procedure CALLed at top level).
+        Ok(Procedure::connect())
+    }
+
+    /// The background worker's, in a transaction the worker started: the worker calls the
+    /// engine directly, since a CALL through SPI has no portal, which Postgres needs to return
+    /// a procedure's record after the procedure committed.
+    pub fn in_worker() -> Procedure {
+        Procedure::connect()
+    }
+
+    fn connect() -> Procedure {
+        // SAFETY: connects SPI in non-atomic mode (a procedure CALLed at top level, or the
+        // worker between its own transactions), so that the steps may commit.
         unsafe {
             let status = pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32);
             assert!(status >= 0, "SPI_connect_ext failed: {status}");
             pg_sys::SPI_commit();
             pg_sys::XactIsoLevel = pg_sys::XACT_READ_COMMITTED as i32;
         }
-        Ok(Procedure(()))
+        Procedure {
+            owner: between_steps(nodes::extension_owner),
+        }
     }
 }
 
@@ -1086,12 +1225,19 @@ fn advance(
     Ok(())
 }
 
-/// This coordinator's id (see coordinator_identity.sql).
+/// This coordinator's id (see coordinator_identity.sql). Two sessions making it at once: the
+/// one whose insert lost waited for the other's commit, but its statement's snapshot predates
+/// that commit and sees no row; the next statement does (at most two tries).
 fn coordinator_id(conn: &Connection) -> String {
-    let rows = conn.execute(&COORDINATOR_IDENTITY, &[]);
-    rows.bytes(0, 1)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    for _ in 0..2 {
+        let rows = conn.execute(&COORDINATOR_IDENTITY, &[]);
+        if let Some(id) = (!rows.is_empty()).then(|| rows.bytes(0, 1)).flatten() {
+            return String::from_utf8_lossy(&id).into_owned();
+        }
+        // SAFETY: what SPI does between statements; the next one takes a fresh snapshot.
+        unsafe { pg_sys::CommandCounterIncrement() };
+    }
+    panic!("wallet.coordinator_identity has no row after making it")
 }
 
 /// Drives the global transactions `gtids` (this session holds their claims) as far as they go:
@@ -1103,7 +1249,7 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
     for round in 0..ROUNDS_MAX {
         let phases_before: Vec<Option<Phase>> =
             state.iter().map(|g| g.as_ref().map(|g| g.phase)).collect();
-        let (remotes, now) = step(owner, |conn| {
+        let body = |conn: &Connection| {
             let coordinator = coordinator_id(conn);
             let mut remotes = Vec::new();
             let mut now = Vec::with_capacity(gtids.len());
@@ -1115,14 +1261,23 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
                 for a in pending.iter().filter(|a| a.gtx == i) {
                     record(conn, &mut g, a);
                 }
-                // A node that keeps not answering a decided step: leave it to recovery.
-                if lost_rounds[i] < 2 {
-                    advance(conn, &mut g, recovering, &coordinator, &mut remotes, i)?;
+                // What the ledger alone decides is always done; calls to nodes that did not
+                // answer twice are left to recovery.
+                let called_before = remotes.len();
+                advance(conn, &mut g, recovering, &coordinator, &mut remotes, i)?;
+                if lost_rounds[i] >= 2 {
+                    remotes.truncate(called_before);
                 }
                 now.push(Some(g));
             }
             Ok((remotes, now))
-        })?;
+        };
+        // Recovery must not stop at one global transaction's ERROR (see `guarded`).
+        let (remotes, now) = if recovering {
+            step(owner, |conn| guarded(|| body(conn)))?
+        } else {
+            step(owner, body)?
+        };
         state = now;
         if round == 0 && !recovering {
             fault("after_record")?;
@@ -1155,9 +1310,12 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
             a.currency = None;
             a.error = Some(("08006".into(), "wallet.fault: the answer was lost".into()));
         }
-        for a in &pending {
-            if a.answer == Answer::Lost {
-                lost_rounds[a.gtx] += 1;
+        for (i, lost) in lost_rounds.iter_mut().enumerate() {
+            if pending
+                .iter()
+                .any(|a| a.gtx == i && a.answer == Answer::Lost)
+            {
+                *lost += 1;
             }
         }
     }
@@ -1200,8 +1358,7 @@ impl Drop for Claim<'_> {
 
 /// Runs a global transaction to its end (or as far as its nodes let it): records it (or finds
 /// it, for a repeat with the same gtid), then drives it.
-pub fn run(request: &Request) -> WalletResult<Outcome> {
-    let owner = nodes::extension_owner();
+pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
     let plan = protocol::plan(&request.legs)?;
     if request.protocol == Protocol::TwoPhase {
         step(owner, |_| check_prepared_transactions(&plan))?;
@@ -1405,8 +1562,7 @@ fn sweep_prepared(owner: Oid) -> WalletResult<i64> {
 
 /// Recovery: drives every unfinished global transaction no session is driving (at most
 /// `limit`), one at a time; returns how many finished and how many are still unfinished.
-pub fn recover(limit: i32) -> WalletResult<(i64, i64)> {
-    let owner = nodes::extension_owner();
+pub fn recover(owner: Oid, limit: i32) -> WalletResult<(i64, i64)> {
     let candidates: Vec<Vec<u8>> = step(owner, |conn| {
         let rows = conn.execute(&LEDGER_CANDIDATES, &[limit.into_datum()]);
         Ok((0..rows.len()).filter_map(|r| rows.bytes(r, 1)).collect())
@@ -1427,8 +1583,19 @@ pub fn recover(limit: i32) -> WalletResult<(i64, i64)> {
             })
             .execute();
         drop(claim);
-        if let Some(Some(g)) = driven?.first() {
-            finished += i64::from(g.finished);
+        match driven {
+            Ok(state) => {
+                if let Some(Some(g)) = state.first() {
+                    finished += i64::from(g.finished);
+                }
+            }
+            // An ERROR of Postgres in one of its steps: left for the next round, the others
+            // go on.
+            Err(WalletError::Remote { sqlstate, message }) => pgrx::warning!(
+                "recovery of global transaction {} stopped for this round ({sqlstate}): {message}",
+                Text(gtid.clone())
+            ),
+            Err(e) => return Err(e),
         }
     }
     sweep_prepared(owner)?;

@@ -142,7 +142,7 @@ entry_point!(
         })();
         let request = request(gtid, legs, args.interval_micros(6), args.text(8))?;
         let procedure = Procedure::open(args.fcinfo(), "transfer_across")?;
-        let outcome = engine::run(&request)?;
+        let outcome = engine::run(procedure.owner, &request)?;
         drop(procedure);
         Ok(Some(out_record(
             args.fcinfo(),
@@ -189,7 +189,7 @@ entry_point!(
         })();
         let request = request(args.text(0), legs, args.interval_micros(5), args.text(4))?;
         let procedure = Procedure::open(args.fcinfo(), "transfer_global")?;
-        let outcome = engine::run(&request)?;
+        let outcome = engine::run(procedure.owner, &request)?;
         drop(procedure);
         Ok(Some(out_record(
             args.fcinfo(),
@@ -224,7 +224,7 @@ entry_point!(
     &[INT4, INT4],
     |args| {
         let procedure = Procedure::open(args.fcinfo(), "recover")?;
-        let (finished, unfinished) = engine::recover(1000)?;
+        let (finished, unfinished) = engine::recover(procedure.owner, 1000)?;
         drop(procedure);
         let values = [
             Some(Datum::from(finished as i32)),

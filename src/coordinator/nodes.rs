@@ -137,6 +137,17 @@ fn params(node: &str) -> Result<Vec<(String, String)>, CallError> {
             "fallback_application_name".into(),
             "wallet_ext coordinator".into(),
         ));
+        // A participant's call waits for a row lock no longer than the coordinator waits for
+        // its answer: a call the coordinator gave up on does not linger, waiting, on the node.
+        // And the node resolves what the coordinator sends as the wallet does at home, whatever
+        // the search_path of its database or of the mapped role (a client's -c wins over both).
+        params.push((
+            "options".into(),
+            format!(
+                "-c search_path=pg_catalog,pg_temp -c lock_timeout={}ms",
+                crate::settings::NODE_TIMEOUT.get().max(1)
+            ),
+        ));
         Ok(params)
     }
 }
@@ -206,7 +217,8 @@ impl Drop for Lease {
 /// A connection to `node`: the pooled one if its parameters are unchanged (a node re-pointed
 /// with register_node gets a new one), else a new one.
 pub fn lease(node: &str) -> Result<Lease, CallError> {
-    let params = params(node)?;
+    // Also between the steps of a procedure, where no snapshot may be active.
+    let params = super::engine::between_steps(|| params(node))?;
     let pooled = POOL.with(|p| p.borrow_mut().remove(node));
     let connection = match pooled {
         Some(p) if p.params == params && p.connection.is_idle() => p.connection,
