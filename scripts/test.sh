@@ -11,14 +11,23 @@
 #   6. a client in another language: examples/python_client.py with psycopg 3 (from PyPI, in a venv);
 #   7. tests/replication.sh: logical replication of the log to a second cluster, which rebuilds
 #      every balance from the replicated events alone;
-#   8. tests/multinode.sh: cross-node TC/C transfers over three databases on two clusters while
-#      whole servers are killed (kill -9) and restarted; then recovery and the invariants.
+#   8. tests/multinode.sh: global transactions of every protocol (TC/C, 2PC, Saga) over three
+#      databases on two clusters while whole servers are killed (kill -9) and restarted; then
+#      recovery and the invariants; 2PC refused by a node without prepared transactions; the
+#      background worker's settings and its own recovery;
+#   9. tests/crash_points.sh: each protocol stopped (ERROR or SIGKILL) at each named crash point,
+#      then recovery and the invariants, case by case;
+#  10. tests/search_path.sh: shadows of every function and operator the extension names, in the
+#      schemas first on a hostile search_path (session and database), for every role and the
+#      worker: none may run;
+#  11. tests/ddl_load.sh: a DBA's table rewrites, index builds, constraints and triggers while
+#      money moves at READ COMMITTED and REPEATABLE READ; nothing lost, nothing doubled.
 # Prints one closing line "N passed, N failed" and exits non-zero when anything failed.
 # WALLET_TESTS="unit regress concurrency" (or comma-separated) picks a subset; an unknown name is an error.
 source "$(dirname "$0")/lib.sh"
 
 TEST_PORT="${WALLET_TEST_PORT:-54362}"
-ALL_SUITES="unit regress concurrency dump upgrade fuzz client replication multinode"
+ALL_SUITES="unit regress concurrency dump upgrade fuzz client replication multinode crash_points search_path ddl_load"
 SUITES="${WALLET_TESTS:-$ALL_SUITES}"
 SUITES="${SUITES//,/ }"
 passed=0
@@ -79,6 +88,12 @@ test_replication() { bash "$REPO_ROOT/tests/replication.sh"; }
 
 test_multinode() { bash "$REPO_ROOT/tests/multinode.sh" "$(ensure_venv)" 40; }
 
+test_crash_points() { bash "$REPO_ROOT/tests/crash_points.sh" "$(ensure_venv)"; }
+
+test_search_path() { bash "$REPO_ROOT/tests/search_path.sh"; }
+
+test_ddl_load() { bash "$REPO_ROOT/tests/ddl_load.sh" "$(ensure_venv)" 30; }
+
 test_dump() { bash "$REPO_ROOT/tests/dump_restore.sh" test "$TEST_PORT"; }
 
 test_upgrade() { bash "$REPO_ROOT/tests/upgrade.sh" test "$TEST_PORT"; }
@@ -108,7 +123,7 @@ test_client() {
 
 ensure_toolchain
 suite unit "cargo pgrx test (Rust unit tests and #[pg_test]s)"
-if [[ " $SUITES " =~ " "(regress|concurrency|dump|upgrade|fuzz|client|replication|multinode)" " ]]; then
+if [[ " $SUITES " != " unit " ]]; then
     install_extension
     cluster_start test "$TEST_PORT"
 fi
@@ -120,7 +135,10 @@ suite fuzz "fuzzing the API (tests/fuzz.sql)"
 suite client "Python client (examples/python_client.py)"
 cluster_stop test
 suite replication "logical replication to a second cluster (tests/replication.sh)"
-suite multinode "cross-node TC/C transfers while servers are killed (tests/multinode.sh)"
+suite multinode "global transactions of every protocol while servers are killed (tests/multinode.sh)"
+suite crash_points "every crash point of every protocol (tests/crash_points.sh)"
+suite search_path "a hostile search_path for every role and the worker (tests/search_path.sh)"
+suite ddl_load "table changes while money moves (tests/ddl_load.sh)"
 
 [ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"
 echo "$passed passed, $failed failed"
