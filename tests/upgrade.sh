@@ -18,16 +18,53 @@ for db in wallet_up wallet_fresh; do
     psql_at "$name" "$port" postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
 done
 q wallet_up -c "CREATE EXTENSION wallet_ext VERSION '0.1.0'" >/dev/null
-# The installed library is the current one: it refuses to move money on the old schema (55000)
-# rather than write events without the columns it needs. The 0.1.0 transfers are therefore
-# written here the way 0.1.0 wrote them: both rows locked, balances updated, one event with the
-# balances after it. Currencies and accounts are opened by the library (those paths did not
-# change).
-refusal="$(q wallet_up -c "SELECT wallet.create_currency('EUR')" -c "SELECT wallet.open_account('EUR')" \
-    -c "SELECT wallet.transfer(1, 2, 5)" 2>&1 || true)"
-[[ "$refusal" == *"older than the installed wallet_ext library"*"ALTER EXTENSION wallet_ext UPDATE"* ]] \
-    || die "no clear refusal of a transfer on the 0.1.0 schema: $refusal"
+# The installed library is the current one: it refuses to write on the old schema (55000)
+# rather than write rows without the columns it needs. The 0.1.0 data is therefore written here
+# the way 0.1.0 wrote it: a currency with its system account, accounts, and transfers (both rows
+# locked, balances updated, one event with the balances after it).
+for call in "wallet.create_currency('EUR')" "wallet.open_account('EUR')" "wallet.transfer(1, 2, 5)"; do
+    refusal="$(q wallet_up -c "SELECT $call" 2>&1 || true)"
+    [[ "$refusal" == *"older than the installed wallet_ext library"*"ALTER EXTENSION wallet_ext UPDATE"* ]] \
+        || die "no clear refusal of $call on the 0.1.0 schema: $refusal"
+done
 q wallet_up >/dev/null <<'SQL'
+CREATE FUNCTION pg_temp.old_currency(code text) RETURNS bigint LANGUAGE sql AS $$
+    WITH created AS (
+        INSERT INTO wallet.currencies (code, scale, system_account_id)
+        VALUES (code, 2, nextval('wallet.accounts_id_seq'))
+     RETURNING code, scale, system_account_id
+    ), system_account AS (
+        INSERT INTO wallet.accounts (id, currency, owner, allow_overdraft, is_system)
+        SELECT system_account_id, code, 'system', true, true FROM created
+     RETURNING id, currency
+    ), recorded AS (
+        INSERT INTO wallet.events (event_type, account_id, currency, data)
+        SELECT 'currency_created', c.system_account_id, c.code,
+               jsonb_build_object('scale', c.scale, 'system_account_id', c.system_account_id)
+          FROM created AS c
+        UNION ALL
+        SELECT 'account_opened', s.id, s.currency,
+               jsonb_build_object('owner', 'system', 'metadata', '{}'::jsonb,
+                                  'allow_overdraft', true, 'is_system', true)
+          FROM system_account AS s
+    )
+    SELECT system_account_id FROM created
+$$;
+CREATE FUNCTION pg_temp.old_account(currency text, owner text) RETURNS bigint LANGUAGE sql AS $$
+    WITH opened AS (
+        INSERT INTO wallet.accounts (currency, owner) VALUES (currency, owner)
+     RETURNING id, currency, owner, metadata, allow_overdraft
+    ), recorded AS (
+        INSERT INTO wallet.events (event_type, account_id, currency, data)
+        SELECT 'account_opened', id, currency,
+               jsonb_build_object('owner', owner, 'metadata', metadata,
+                                  'allow_overdraft', allow_overdraft, 'is_system', false)
+          FROM opened
+    )
+    SELECT id FROM opened
+$$;
+SELECT pg_temp.old_currency('EUR');
+SELECT pg_temp.old_account('EUR', NULL);
 CREATE FUNCTION pg_temp.old_transfer(d bigint, c bigint, amount bigint, key text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE db bigint; cb bigint; seq bigint;
@@ -40,7 +77,7 @@ BEGIN
     VALUES ('transfer', d, c, amount, 'EUR', db, cb, key) RETURNING events.seq INTO seq;
     RETURN seq;
 END $$;
-SELECT wallet.open_account('EUR', 'u' || i) FROM generate_series(2, 20) i;
+SELECT pg_temp.old_account('EUR', 'u' || i) FROM generate_series(2, 20) i;
 SELECT pg_temp.old_transfer(1, id, 10000, 'dep-' || id) FROM wallet.accounts WHERE NOT is_system;
 SELECT pg_temp.old_transfer(2 + i % 20, 2 + (i * 7 + 1) % 20, 1 + i % 50, 'k-' || i)
   FROM generate_series(1, 500) i WHERE i % 20 <> (i * 7 + 1) % 20;
@@ -55,6 +92,24 @@ histories="SELECT md5(string_agg(concat_ws(':', a.id, s.seq, s.amount, s.balance
              FROM wallet.accounts AS a CROSS JOIN LATERAL wallet.statement(a.id, 0, 1000) AS s"
 histories_before="$(q wallet_up -c "$histories")"
 head_before="$(q wallet_up -c "SELECT last_position || '/' || last_hash FROM wallet.chain_head()")"
+# At 0.5.0, the coordinator's ledger in its old form (dblink, from/to): a registered node, a
+# finished TC/C global transaction and one decided to confirm whose coordinator stopped.
+q wallet_up -c "ALTER EXTENSION wallet_ext UPDATE TO '0.5.0'" >/dev/null
+q wallet_up >/dev/null <<SQL
+INSERT INTO wallet.nodes (name, conninfo)
+VALUES ('v5node', 'host=$(cluster_socket "$name") port=$port dbname=wallet_up_node user=postgres connect_timeout=3');
+INSERT INTO wallet.global_transactions (gtid, phase, outcome, from_node, from_account_id, to_node,
+                                        to_account_id, amount, currency, hold_timeout, decide_by,
+                                        decided_at, finished_at, finished_by)
+VALUES ('v5-done', 'confirm', 'confirmed', 'local', 6, 'v5node', 2, 3, 'EUR', '1 hour',
+        now() + interval '30 minutes', now(), now(), 'coordinator'),
+       ('v5-open', 'confirm', NULL, 'local', 4, 'local', 5, 7, 'EUR', '1 hour',
+        now() + interval '30 minutes', now(), NULL, NULL);
+INSERT INTO wallet.branches (gtid, branch_no, branch, node, debit_account_id, credit_account_id, status)
+VALUES ('v5-done', 1, 'debit', 'local', 6, NULL, 'confirmed'),
+       ('v5-done', 2, 'credit', 'v5node', NULL, 2, 'confirmed'),
+       ('v5-open', 1, 'transfer', 'local', 4, 5, 'tried');
+SQL
 q wallet_up -c "ALTER EXTENSION wallet_ext UPDATE TO '$current'" >/dev/null
 [ "$(q wallet_up -c "SELECT extversion FROM pg_extension WHERE extname = 'wallet_ext'")" = "$current" ] \
     || die "not at $current after ALTER EXTENSION UPDATE"
@@ -90,7 +145,7 @@ SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.o
        || p.prokind::text || ' -> ' || coalesce(pg_get_function_result(p.oid), '') || ' ' || l.lanname
        || ' ' || p.provolatile::text || ' definer=' || p.prosecdef || ' config=' || coalesce(p.proconfig::text, '')
        || ' args=' || coalesce(pg_get_expr(p.proargdefaults, 0), '') || ' acl=' || coalesce(p.proacl::text, '')
-       || ' body=' || md5(p.prosrc) || ' comment=' || md5(coalesce(obj_description(p.oid, 'pg_proc'), ''))
+       || ' definition=' || md5(pg_get_functiondef(p.oid)) || ' comment=' || md5(coalesce(obj_description(p.oid, 'pg_proc'), ''))
   FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.pronamespace = 'wallet'::regnamespace
 UNION ALL
 SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
@@ -100,6 +155,12 @@ UNION ALL
 SELECT 'dump config ' || x::regclass FROM pg_extension e, unnest(e.extconfig) x WHERE e.extname = 'wallet_ext'
 UNION ALL
 SELECT 'schema acl ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = 'wallet'
+UNION ALL
+SELECT 'event trigger ' || evtname || ' ' || evtevent || ' ' || evtfoid::regproc || ' ' || evtenabled::text
+       || ' ' || coalesce(evttags::text, '') FROM pg_event_trigger
+UNION ALL
+SELECT 'foreign-data wrapper ' || fdwname || ' handler=' || fdwhandler::regproc || ' validator='
+       || fdwvalidator::regproc || ' acl=' || coalesce(fdwacl::text, '') FROM pg_foreign_data_wrapper
 ORDER BY 1
 SQL
 }
@@ -148,6 +209,28 @@ DO $$ BEGIN
 END $$;
 SQL
 log "data survived the update (balances, histories, chain head, verify, snapshot); holds, the coordinator and posting work on it"
+
+# The 0.5.0 ledger carried over: the node is a foreign server with the owner's user mapping (the
+# user there, nothing in wallet.nodes), neither a member of the extension; the finished global
+# transaction is as it was, now as legs; the one left decided is confirmed by recovery, from its
+# hold (placed here as the 0.5.0 try had placed it).
+[ "$(q wallet_up -c "SELECT n.server || ' ' || array_to_string(s.srvoptions, ' ') || ' / ' || array_to_string(m.umoptions, ' ')
+                       FROM wallet.nodes n JOIN pg_foreign_server s ON s.srvname = n.server
+                       JOIN pg_user_mapping m ON m.umserver = s.oid WHERE n.name = 'v5node'")" \
+  = "wallet_node_v5node connect_timeout=3 dbname=wallet_up_node host=$(cluster_socket "$name") port=$port / user=postgres" ] \
+    || die "the 0.5.0 node was not carried over as a foreign server and user mapping"
+[ "$(q wallet_up -c "SELECT count(*) FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+                       WHERE e.extname = 'wallet_ext' AND d.deptype = 'e'
+                         AND d.classid IN ('pg_foreign_server'::regclass, 'pg_user_mapping'::regclass)")" = 0 ] \
+    || die "the carried-over node's server or user mapping became a member of the extension"
+[ "$(q wallet_up -c "SELECT string_agg(gtid || ' ' || protocol || ' ' || outcome || ' ' || leg_nodes::text || leg_account_ids::text || leg_amounts::text, '; ' ORDER BY gtid)
+                       FROM wallet.global_transactions WHERE gtid = 'v5-done'")" = "v5-done tcc confirmed {local,v5node}{6,2}{-3,3}" ] \
+    || die "the finished 0.5.0 global transaction was not carried over as legs"
+q wallet_up -c "SELECT wallet.try_hold('v5-open', 'transfer', 4, 5, 7, interval '1 hour')" -c "CALL wallet.recover()" >/dev/null
+[ "$(q wallet_up -c "SELECT outcome || ' ' || finished_by FROM wallet.global_transactions WHERE gtid = 'v5-open'")" = "confirmed recovery" ] \
+    && [ "$(q wallet_up -c "SELECT status FROM wallet.holds WHERE gtid = 'v5-open'")" = confirmed ] \
+    || die "the unfinished 0.5.0 global transaction was not confirmed by the new recovery"
+log "the 0.5.0 coordinator ledger carried over: its node as a server and user mapping, its transactions as legs; recovery finished the open one"
 
 # The current library on a schema one version behind (0.3.0), before its update: batches (with a
 # rejection, whose id the 0.3.0 wrapper gives as NULL) and keyed transfers work, and the update

@@ -20,7 +20,7 @@ use wallet_core::error::WalletError;
 use wallet_core::protocol::{self, Leg, Protocol};
 use wallet_core::{hold, limits, transfer};
 
-use crate::args::{INT4, INT8, INT8_ARRAY, INTERVAL, OID, TEXT, TEXT_ARRAY};
+use crate::args::{BOOL, INT4, INT8, INT8_ARRAY, INTERVAL, OID, TEXT, TEXT_ARRAY};
 use crate::entry::entry_point;
 use crate::error::WalletResult;
 use crate::settings;
@@ -318,4 +318,28 @@ entry_point!(
         }
         Ok(Some(Datum::from(0usize)))
     }
+);
+
+// The symbols of the 0.2.0-0.5.0 coordinator's rules, which its SQL called: kept so that the
+// update scripts of those versions, which create the functions on the way to this one, find them
+// (Postgres checks a C function's symbol when it is created). Called, they refuse: a database
+// still on such a schema must finish its update.
+fn superseded(function: &str) -> WalletResult<Option<Datum>> {
+    Err(WalletError::TableShape(format!(
+        "{function} belongs to wallet_ext 0.2.0-0.5.0, whose coordinator the installed library replaced: run ALTER EXTENSION wallet_ext UPDATE"
+    )))
+}
+
+entry_point!(
+    wallet_tcc_next_step,
+    pg_finfo_wallet_tcc_next_step,
+    &[TEXT, TEXT_ARRAY, BOOL],
+    |_args| { superseded("wallet._tcc_next_step") }
+);
+
+entry_point!(
+    wallet_tcc_transient,
+    pg_finfo_wallet_tcc_transient,
+    &[TEXT],
+    |_args| { superseded("wallet._tcc_transient") }
 );
