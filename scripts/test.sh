@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Command 2: every test. Installs what is missing first (like setup.sh), then runs
-#   1. cargo pgrx test: the pure-Rust #[test]s (domain rules) and the in-process #[pg_test]s;
+#   1. cargo test -p wallet_core (the domain rules, pgrx-free), then cargo pgrx test: the
+#      extension's #[test]s and the in-process #[pg_test]s;
 #   2. the pg_regress suite in pg_test/ (the documented behaviour of every function);
 #   3. the concurrency test (tests/concurrency.sh: pgbench clients at READ COMMITTED and
 #      SERIALIZABLE, then the invariants);
@@ -63,6 +64,10 @@ fresh_db() {
 }
 
 test_unit() {
+    # The domain rules, without Postgres (crates/wallet_core).
+    (cd "$REPO_ROOT" && cargo test -q -p wallet_core) 2>&1 | tee "$WORK_DIR/unit-core.log" \
+        | grep -E '^test result|panicked|FAILED|^error'
+    [ "${PIPESTATUS[0]}" -eq 0 ] || return 1
     install -d -o postgres "$WORK_DIR" 2>/dev/null || as_root install -d -o postgres "$WORK_DIR"
     (cd "$REPO_ROOT" && cargo pgrx test pg15 --runas postgres --pgdata "$WORK_DIR/pgrx-test-data") \
         2>&1 | tee "$WORK_DIR/unit.log" | grep -E '^test |^test result|panicked|^error'

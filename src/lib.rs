@@ -9,8 +9,10 @@
 //!   snapshot), [`accounts`] (the one account locker and writer), [`events`] (the one money-event
 //!   writer), [`locks`] (the wallet's own key locks), [`spi`] (kept SQL statements, whose text is
 //!   in `sql/queries/`);
-//! * [`error`] (where a rejection becomes an ERROR), [`settings`] (GUCs), [`worker`] (the
-//!   background worker).
+//! * the coordinator: [`coordinator`] (global transactions by TC/C, 2PC or Saga: the engine,
+//!   the participant side, the nodes and their connections);
+//! * [`error`] (where a rejection becomes an ERROR), [`settings`] (GUCs), [`guard`] (the DROP
+//!   EXTENSION guard), [`worker`] (the background worker).
 //!
 //! The schema and the SQL functions live in `sql/`, loaded in the order below.
 

@@ -180,6 +180,8 @@ SELECT wallet.remove_node('n2');
 \echo :LAST_ERROR_SQLSTATE
 SET wallet.fault = 'after_decide';
 \echo :LAST_ERROR_SQLSTATE
+SET wallet.node_timeout = '1h';
+\echo :LAST_ERROR_SQLSTATE
 -- The participant functions are the batch forms of the hold calls an operator may make anyway;
 -- the engine's own steps are not functions at all.
 SELECT count(*) AS internal_step_functions FROM pg_proc

@@ -1,5 +1,5 @@
 -- wallet.transfer (and deposit, withdraw) write the account rows and the event with the table
--- access methods directly, not through SQL statements (src/heap.rs). What a statement would
+-- access methods directly, not through SQL statements (src/accounts.rs, src/events.rs). What a statement would
 -- have guaranteed must still hold: visibility within a statement and a transaction, savepoints,
 -- index entries when an update is not HOT, TOAST, read-only transactions, REPEATABLE READ
 -- conflicts, idempotency keys first used concurrently, and no silent bypass of a trigger
