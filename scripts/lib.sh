@@ -144,3 +144,13 @@ psql_at() {
     local name="$1" port="$2" db="$3"; shift 3
     "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$(cluster_socket "$name")" -p "$port" -U postgres -d "$db" "$@"
 }
+
+# A venv with psycopg 3 (from PyPI) for the Python parts of the tests and benchmarks; prints its
+# python.
+ensure_venv() {
+    local venv="$WORK_DIR/venv"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+    "$venv/bin/python" -c "import psycopg; assert psycopg.__version__ >= '3.2'" 2>/dev/null \
+        || "$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]>=3.2,<4" >&2
+    echo "$venv/bin/python"
+}

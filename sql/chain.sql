@@ -114,7 +114,12 @@ CREATE FUNCTION wallet.event_text(e wallet.events) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN jsonb_build_object(
         'seq', e.seq, 'event_type', e.event_type,
-        'occurred_at_us', (extract(epoch FROM e.occurred_at) * 1000000)::bigint,
+        -- microseconds since the epoch: an exact JSON number for every finite time (no setting
+        -- enters a hash), "infinity" or "-infinity" as strings (no stored time makes it fail)
+        'occurred_at_us', CASE WHEN isfinite(e.occurred_at)
+                               THEN to_jsonb(trunc(extract(epoch FROM e.occurred_at) * 1000000))
+                               WHEN e.occurred_at > 'epoch'::timestamptz THEN to_jsonb('infinity'::text)
+                               ELSE to_jsonb('-infinity'::text) END,
         'tx_id', e.tx_id::text, 'account_id', e.account_id,
         'debit_account_id', e.debit_account_id, 'credit_account_id', e.credit_account_id,
         'amount', e.amount, 'currency', e.currency,
@@ -129,7 +134,12 @@ CREATE FUNCTION wallet._event_text_v1(e wallet.events) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN jsonb_build_object(
         'seq', e.seq, 'event_type', e.event_type,
-        'occurred_at_us', (extract(epoch FROM e.occurred_at) * 1000000)::bigint,
+        -- microseconds since the epoch: an exact JSON number for every finite time (no setting
+        -- enters a hash), "infinity" or "-infinity" as strings (no stored time makes it fail)
+        'occurred_at_us', CASE WHEN isfinite(e.occurred_at)
+                               THEN to_jsonb(trunc(extract(epoch FROM e.occurred_at) * 1000000))
+                               WHEN e.occurred_at > 'epoch'::timestamptz THEN to_jsonb('infinity'::text)
+                               ELSE to_jsonb('-infinity'::text) END,
         'tx_id', e.tx_id::text, 'account_id', e.account_id,
         'debit_account_id', e.debit_account_id, 'credit_account_id', e.credit_account_id,
         'amount', e.amount, 'currency', e.currency,

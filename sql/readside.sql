@@ -22,8 +22,10 @@ CREATE TABLE wallet.read_balances (
 CREATE TABLE wallet.read_daily_totals (
     account_id bigint NOT NULL,
     day        date NOT NULL,               -- UTC day of occurred_at
-    debits     bigint NOT NULL,             -- total paid out that day
-    credits    bigint NOT NULL,             -- total received that day
+    -- numeric: a day's flows through an account may pass the bigint range while its balance
+    -- never does (in 2^62, out 2^62, in 2^62)
+    debits     numeric NOT NULL,            -- total paid out that day
+    credits    numeric NOT NULL,            -- total received that day
     PRIMARY KEY (account_id, day)
 );
 COMMENT ON TABLE wallet.read_balances IS
@@ -105,15 +107,25 @@ BEGIN
       JOIN wallet.events AS e ON e.seq = c.seq
      WHERE c.position > from_position AND c.position <= to_position
        AND e.event_type = 'account_opened';
-    INSERT INTO wallet.read_balances AS r (account_id, currency, balance, last_position,
-                                           pending_debit, pending_credit)
-    SELECT account_id, min(currency), sum(in_amount - out_amount), max(position),
-           sum(pending_out), sum(pending_in)
-      FROM wallet_refresh_moves GROUP BY account_id
-        ON CONFLICT (account_id) DO UPDATE
-       SET balance = r.balance + excluded.balance, last_position = excluded.last_position,
-           pending_debit = r.pending_debit + excluded.pending_debit,
-           pending_credit = r.pending_credit + excluded.pending_credit;
+    -- Each account's change over these events, in numeric: a change may pass the bigint range
+    -- (from -2^62 to 2^63 - 1, say) while the balances before and after it never do.
+    WITH moved AS (
+        SELECT account_id, min(currency) AS currency, sum(in_amount - out_amount) AS delta,
+               max(position) AS position, sum(pending_out) AS pending_out, sum(pending_in) AS pending_in
+          FROM wallet_refresh_moves GROUP BY account_id
+    ), updated AS (
+        UPDATE wallet.read_balances AS r
+           SET balance = (r.balance + m.delta)::bigint, last_position = m.position,
+               pending_debit = (r.pending_debit + m.pending_out)::bigint,
+               pending_credit = (r.pending_credit + m.pending_in)::bigint
+          FROM moved AS m WHERE r.account_id = m.account_id
+        RETURNING r.account_id
+    )
+    INSERT INTO wallet.read_balances (account_id, currency, balance, last_position,
+                                      pending_debit, pending_credit)
+    SELECT m.account_id, m.currency, m.delta::bigint, m.position, m.pending_out::bigint,
+           m.pending_in::bigint
+      FROM moved AS m WHERE NOT EXISTS (SELECT FROM updated AS u WHERE u.account_id = m.account_id);
     INSERT INTO wallet.read_daily_totals AS d (account_id, day, debits, credits)
     SELECT account_id, day, sum(out_amount), sum(in_amount)
       FROM wallet_refresh_moves WHERE day IS NOT NULL GROUP BY account_id, day

@@ -5,6 +5,8 @@
 --     where (positions sealed before the update keep their 0.1.0-0.5.0 text, _event_text_v1);
 --   * DROP EXTENSION / SCHEMA / OWNED are refused while the ledger holds events (event trigger);
 --   * wallet.write_paths();
+--   * the read side's daily totals are numeric (a day's flows may pass the bigint range), and a
+--     refresh computes each account's change in numeric;
 --   * the coordinator: TC/C, 2PC and Saga in the library, nodes as foreign servers of wrapper
 --     wallet_nodes (credentials in user mappings), legs instead of from/to. The ledger is carried
 --     over: a global transaction from/to becomes two legs (one branch per node, as before, with
@@ -93,7 +95,12 @@ CREATE OR REPLACE FUNCTION wallet.event_text(e wallet.events) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN jsonb_build_object(
         'seq', e.seq, 'event_type', e.event_type,
-        'occurred_at_us', (extract(epoch FROM e.occurred_at) * 1000000)::bigint,
+        -- microseconds since the epoch: an exact JSON number for every finite time (no setting
+        -- enters a hash), "infinity" or "-infinity" as strings (no stored time makes it fail)
+        'occurred_at_us', CASE WHEN isfinite(e.occurred_at)
+                               THEN to_jsonb(trunc(extract(epoch FROM e.occurred_at) * 1000000))
+                               WHEN e.occurred_at > 'epoch'::timestamptz THEN to_jsonb('infinity'::text)
+                               ELSE to_jsonb('-infinity'::text) END,
         'tx_id', e.tx_id::text, 'account_id', e.account_id,
         'debit_account_id', e.debit_account_id, 'credit_account_id', e.credit_account_id,
         'amount', e.amount, 'currency', e.currency,
@@ -105,7 +112,12 @@ CREATE FUNCTION wallet._event_text_v1(e wallet.events) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN jsonb_build_object(
         'seq', e.seq, 'event_type', e.event_type,
-        'occurred_at_us', (extract(epoch FROM e.occurred_at) * 1000000)::bigint,
+        -- microseconds since the epoch: an exact JSON number for every finite time (no setting
+        -- enters a hash), "infinity" or "-infinity" as strings (no stored time makes it fail)
+        'occurred_at_us', CASE WHEN isfinite(e.occurred_at)
+                               THEN to_jsonb(trunc(extract(epoch FROM e.occurred_at) * 1000000))
+                               WHEN e.occurred_at > 'epoch'::timestamptz THEN to_jsonb('infinity'::text)
+                               ELSE to_jsonb('-infinity'::text) END,
         'tx_id', e.tx_id::text, 'account_id', e.account_id,
         'debit_account_id', e.debit_account_id, 'credit_account_id', e.credit_account_id,
         'amount', e.amount, 'currency', e.currency,
@@ -256,6 +268,84 @@ COMMENT ON FUNCTION wallet.statement_between(bigint, bigint, bigint, integer) IS
     'An account''s events with after_seq < seq <= up_to_seq, in sequence, with running balance.';
 
 -- ---- readside.sql --------------------------------------------------------------------------------
+-- A day's flows through an account may pass the bigint range while its balance never does.
+DROP VIEW wallet.read_daily;
+ALTER TABLE wallet.read_daily_totals ALTER COLUMN debits TYPE numeric, ALTER COLUMN credits TYPE numeric;
+CREATE VIEW wallet.read_daily AS
+SELECT t.account_id, t.day,
+       sum(t.credits - t.debits) OVER w - (t.credits - t.debits) AS opening,
+       sum(t.credits - t.debits) OVER w AS closing,
+       t.debits, t.credits
+  FROM wallet.read_daily_totals AS t
+WINDOW w AS (PARTITION BY t.account_id ORDER BY t.day);
+CREATE OR REPLACE FUNCTION wallet.refresh_read_side(max_events integer DEFAULT 100000) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    from_position bigint;
+    to_position bigint;
+BEGIN
+    PERFORM wallet._require_max_events(max_events);
+    INSERT INTO wallet.read_state DEFAULT VALUES ON CONFLICT DO NOTHING;
+    SELECT r.last_position INTO from_position FROM wallet.read_state AS r FOR UPDATE;
+    SELECT max(c.position) INTO to_position
+      FROM (SELECT position FROM wallet.chain WHERE position > from_position
+             ORDER BY position LIMIT max_events) AS c;
+    IF to_position IS NULL THEN
+        RETURN 0;
+    END IF;
+    IF to_regclass('pg_temp.wallet_refresh_moves') IS NULL THEN
+        CREATE TEMP TABLE wallet_refresh_moves
+            (account_id bigint, currency text, out_amount bigint, in_amount bigint, day date,
+             position bigint, pending_out bigint, pending_in bigint) ON COMMIT DROP;
+    ELSE
+        TRUNCATE wallet_refresh_moves;
+    END IF;
+    INSERT INTO wallet_refresh_moves
+    SELECT m.account_id, e.currency, m.out_amount, m.in_amount,
+           (e.occurred_at AT TIME ZONE 'UTC')::date, c.position, m.pending_out, m.pending_in
+      FROM wallet.chain AS c
+      JOIN wallet.events AS e ON e.seq = c.seq
+     CROSS JOIN LATERAL (VALUES (e.debit_account_id, e.amount, 0::bigint, coalesce(e.pending_delta, 0), 0::bigint),
+                                (e.credit_account_id, 0::bigint, e.amount, 0::bigint, coalesce(e.pending_delta, 0)))
+                     AS m (account_id, out_amount, in_amount, pending_out, pending_in)
+     WHERE c.position > from_position AND c.position <= to_position
+       AND wallet._moves_money(e.event_type) AND m.account_id IS NOT NULL
+    UNION ALL  -- an opened account appears on the read side with 0 even before money moves
+    SELECT e.account_id, e.currency, 0, 0, NULL, c.position, 0, 0
+      FROM wallet.chain AS c
+      JOIN wallet.events AS e ON e.seq = c.seq
+     WHERE c.position > from_position AND c.position <= to_position
+       AND e.event_type = 'account_opened';
+    -- Each account's change over these events, in numeric: a change may pass the bigint range
+    -- (from -2^62 to 2^63 - 1, say) while the balances before and after it never do.
+    WITH moved AS (
+        SELECT account_id, min(currency) AS currency, sum(in_amount - out_amount) AS delta,
+               max(position) AS position, sum(pending_out) AS pending_out, sum(pending_in) AS pending_in
+          FROM wallet_refresh_moves GROUP BY account_id
+    ), updated AS (
+        UPDATE wallet.read_balances AS r
+           SET balance = (r.balance + m.delta)::bigint, last_position = m.position,
+               pending_debit = (r.pending_debit + m.pending_out)::bigint,
+               pending_credit = (r.pending_credit + m.pending_in)::bigint
+          FROM moved AS m WHERE r.account_id = m.account_id
+        RETURNING r.account_id
+    )
+    INSERT INTO wallet.read_balances (account_id, currency, balance, last_position,
+                                      pending_debit, pending_credit)
+    SELECT m.account_id, m.currency, m.delta::bigint, m.position, m.pending_out::bigint,
+           m.pending_in::bigint
+      FROM moved AS m WHERE NOT EXISTS (SELECT FROM updated AS u WHERE u.account_id = m.account_id);
+    INSERT INTO wallet.read_daily_totals AS d (account_id, day, debits, credits)
+    SELECT account_id, day, sum(out_amount), sum(in_amount)
+      FROM wallet_refresh_moves WHERE day IS NOT NULL GROUP BY account_id, day
+        ON CONFLICT (account_id, day) DO UPDATE
+       SET debits = d.debits + excluded.debits, credits = d.credits + excluded.credits;
+    UPDATE wallet.read_state SET last_position = to_position;
+    RETURN to_position - from_position;
+END
+$fn$;
+COMMENT ON FUNCTION wallet.refresh_read_side(integer) IS
+    'Applies sealed events after the read side''s position to read_balances and read_daily_totals; never blocks writers.';
 CREATE OR REPLACE FUNCTION wallet._moves_money(event_type text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN $1 IN ('transfer', 'hold_placed', 'hold_confirmed', 'hold_cancelled', 'hold_expired');

@@ -111,3 +111,9 @@ $tamper$;
 SELECT col, detected FROM tamper ORDER BY col;
 SELECT count(*) AS broken_links FROM wallet.verify_chain();
 SELECT wallet.cancel_hold('chain-h', 'b') > 0 AS released;
+-- An event's time is hashed as microseconds since the epoch, exactly, whatever the time: an
+-- infinite one, or one at the far end of the range (only a row written by hand holds such a
+-- time), hashes too, and an ordinary one as before.
+SELECT wallet.event_text(ROW(1, 'transfer', t, '1', NULL, 2, 3, 10, 'EUR', 0, 0, NULL, NULL, NULL, NULL, NULL)::wallet.events)::jsonb -> 'occurred_at_us' AS hashed
+  FROM unnest(ARRAY['infinity', '-infinity', '294276-12-31 23:59:59+00', '4713-01-01 00:00:00+00 BC',
+                    '2026-12-01 12:00:00.123456+00']::timestamptz[]) AS t;

@@ -89,10 +89,17 @@ CALL wallet.transfer_across('pay-5', 'local', :yuri, 'n2', :yen, 10);
 SELECT * FROM wallet.account_balances(:yuri);
 SELECT * FROM dblink(:'n2', format('SELECT pending_in FROM wallet.account_balances(%s)', :yen)) AS t (yen_pending_in bigint);
 
--- Refused before anything is recorded: unknown node (WA024); bad amount, gtid, timeout (above
--- wallet.hold_timeout_max, or not positive) and protocol; a node name that is not one; inside a
--- transaction block, where the procedure could not commit (2D000).
+-- Refused before anything is recorded: unknown node (WA024, whatever the protocol); bad amount,
+-- gtid (empty, or not printable ASCII: it travels to every node, whatever their encodings),
+-- timeout (above wallet.hold_timeout_max, or not positive) and protocol; a node name that is not
+-- one; inside a transaction block, where the procedure could not commit (2D000).
 CALL wallet.transfer_across('pay-6', 'local', :yuri, 'nowhere', :xena, 10);
+\echo :LAST_ERROR_SQLSTATE
+CALL wallet.transfer_across('pay-6', 'local', :yuri, 'nowhere', :xena, 10, protocol => '2pc');
+\echo :LAST_ERROR_SQLSTATE
+CALL wallet.transfer_across('pay-6', 'local', :yuri, 'nowhere', :xena, 10, protocol => 'saga');
+\echo :LAST_ERROR_SQLSTATE
+CALL wallet.transfer_across('pay-6-café', 'local', :yuri, 'n2', :xena, 10);
 \echo :LAST_ERROR_SQLSTATE
 CALL wallet.transfer_across('pay-6', 'local', :yuri, 'n2', :xena, 0);
 \echo :LAST_ERROR_SQLSTATE
@@ -109,7 +116,7 @@ CALL wallet.transfer_across('pay-6', 'local', :yuri, 'N2; DROP', :xena, 10);
 BEGIN;
 CALL wallet.transfer_across('pay-6', 'local', :yuri, 'n2', :xena, 10);
 ROLLBACK;
-SELECT count(*) AS recorded FROM wallet.global_transactions WHERE gtid = 'pay-6';
+SELECT count(*) AS recorded FROM wallet.global_transactions WHERE gtid LIKE 'pay-6%';
 
 -- An unreachable node: the try fails, the transfer is cancelled (WA025), and the cancel that
 -- could not be delivered stays pending until recovery reaches the node.

@@ -148,6 +148,25 @@ CALL wallet.transfer_global('bad-3', :'nodes17', :'accounts17', array_fill(1::bi
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS recorded FROM wallet.global_transactions WHERE gtid LIKE 'bad-%';
 
+-- A node that posts in another currency than this one: each protocol cancels (WA005), and
+-- nothing stays posted anywhere; 2PC included, whose own branch here is posted in the same
+-- transaction that would have recorded the decision (rolled back with it).
+SELECT t.id AS dollars FROM dblink(:'p2', $$SELECT wallet.create_currency('USD'), wallet.open_account('USD', 'dollars')$$)
+    AS t (system bigint, id bigint) \gset
+SELECT * FROM dblink(:'p2', format('SELECT wallet.deposit(%s, 1000) > 0', :dollars)) AS t (deposited boolean);
+SELECT wallet.balance(:merchant) AS merchant_before \gset
+CALL wallet.transfer_across('mixed-2pc', 'p2', :dollars, 'local', :merchant, 10, protocol => '2pc');
+\echo :LAST_ERROR_SQLSTATE
+CALL wallet.transfer_across('mixed-tcc', 'p2', :dollars, 'local', :merchant, 10);
+\echo :LAST_ERROR_SQLSTATE
+CALL wallet.transfer_across('mixed-saga', 'p2', :dollars, 'local', :merchant, 10, protocol => 'saga');
+\echo :LAST_ERROR_SQLSTATE
+CALL wallet.recover();
+SELECT gtid, outcome, error_sqlstate FROM wallet.global_transactions WHERE gtid LIKE 'mixed-%' ORDER BY gtid;
+SELECT wallet.balance(:merchant) - :merchant_before AS merchant_moved,
+       t.balance - 1000 AS dollars_moved, pg_temp.prepared() AS prepared_left
+  FROM dblink(:'p2', format('SELECT balance FROM wallet.accounts WHERE id = %s', :dollars)) AS t (balance bigint);
+
 -- Recovery does not stop at a global transaction it cannot finish now: a step whose account
 -- row another session holds waits at most wallet.node_timeout, then a WARNING names the global
 -- transaction and recovery goes on with the others; a later round finishes it. Both stop before

@@ -293,7 +293,17 @@ fn step<R>(owner: Oid, f: impl FnOnce(&Connection) -> WalletResult<R>) -> Wallet
 /// that error's SQLSTATE and message, so that recovery can leave one global transaction for a
 /// later round and go on with the others.
 fn guarded<R>(f: impl FnOnce() -> WalletResult<R>) -> WalletResult<R> {
-    // SAFETY: a subtransaction of the step's transaction, ended on both paths below; memory
+    subtransaction(f, |_| true)
+}
+
+/// Runs `f` in an internal subtransaction, kept when `keep` says so of its result and rolled
+/// back otherwise; a Postgres ERROR inside rolls it back and comes back as that error (a Rust
+/// panic, a bug, stops the whole call).
+fn subtransaction<R>(
+    f: impl FnOnce() -> WalletResult<R>,
+    keep: impl FnOnce(&WalletResult<R>) -> bool,
+) -> WalletResult<R> {
+    // SAFETY: a subtransaction of the step's transaction, ended on every path below; memory
     // context and resource owner restored as PL/pgSQL's exception blocks do.
     let (context, owner) = unsafe {
         let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
@@ -301,14 +311,27 @@ fn guarded<R>(f: impl FnOnce() -> WalletResult<R>) -> WalletResult<R> {
         pg_sys::MemoryContextSwitchTo(saved.0);
         saved
     };
+    // SAFETY (both): ends the subtransaction begun above, then restores what it changed.
+    let release = move || unsafe {
+        pg_sys::ReleaseCurrentSubTransaction();
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    let rollback = move || unsafe {
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
     let f = std::panic::AssertUnwindSafe(f);
+    let keep = std::panic::AssertUnwindSafe(keep);
     PgTryBuilder::new(move || {
+        let keep = keep; // the whole wrapper moves in (a closure would capture its field alone)
         let result = f();
-        // SAFETY: commits the subtransaction begun above.
-        unsafe {
-            pg_sys::ReleaseCurrentSubTransaction();
-            pg_sys::MemoryContextSwitchTo(context);
-            pg_sys::CurrentResourceOwner = owner;
+        if (keep.0)(&result) {
+            release();
+        } else {
+            rollback();
         }
         result
     })
@@ -316,20 +339,13 @@ fn guarded<R>(f: impl FnOnce() -> WalletResult<R>) -> WalletResult<R> {
         let report = match &e {
             pgrx::pg_sys::panic::CaughtError::PostgresError(r)
             | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r,
-            // A Rust panic is a bug: it stops the whole call.
             pgrx::pg_sys::panic::CaughtError::RustPanic { .. } => e.rethrow(),
         };
         let error = WalletError::Remote {
             sqlstate: crate::error::unpack_sqlstate(report.sql_error_code() as i32),
             message: report.message().to_string(),
         };
-        // SAFETY: rolls back the subtransaction the ERROR left; the error itself was taken.
-        unsafe {
-            pg_sys::MemoryContextSwitchTo(context);
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-            pg_sys::MemoryContextSwitchTo(context);
-            pg_sys::CurrentResourceOwner = owner;
-        }
+        rollback();
         Err(error)
     })
     .execute()
@@ -1078,14 +1094,17 @@ fn local_branch(g: &Gtx) -> Option<usize> {
     g.branches.iter().position(|b| b.node == LOCAL)
 }
 
+/// Whether a branch that answered in `now` posts in another currency than the nodes before it.
+fn currency_mismatch(first: &Option<Vec<u8>>, now: &Option<Vec<u8>>) -> bool {
+    matches!((first, now), (Some(first), Some(now)) if first != now)
+}
+
 /// Records an answer, and what follows from it for the global transaction.
 fn record(conn: &Connection, g: &mut Gtx, a: &Answered) {
     let before = g.branches[a.branch].status;
     if a.kind == CallKind::Try && a.answer == Answer::Done {
         // Every node must post in the currency of the first to answer.
-        let mismatch =
-            matches!((&g.currency, &a.currency), (Some(first), Some(now)) if first != now);
-        if mismatch {
+        if currency_mismatch(&g.currency, &a.currency) {
             let first = Text(g.currency.clone().unwrap_or_default());
             let now = Text(a.currency.clone().unwrap_or_default());
             let error = (
@@ -1144,7 +1163,14 @@ fn advance(
                 decide(conn, g, Phase::Cancel, reason);
             }
             Action::PostLocalAndDecide(b) => {
-                let answer = call_local(conn, g, b, CallKind::Try)?;
+                // The posting stays only if it is the one that confirms: a refusal, or a currency
+                // other than the nodes', decides cancel, and a 2PC cancel of this node's branch
+                // has nothing to undo.
+                let currency = g.currency.clone();
+                let answer = subtransaction(
+                    || call_local(conn, g, b, CallKind::Try),
+                    |r| matches!(r, Ok((Answer::Done, now, _)) if !currency_mismatch(&currency, now)),
+                )?;
                 let answered = answered(
                     &Wanted {
                         gtx: index,
@@ -1472,6 +1498,11 @@ fn insert(conn: &Connection, request: &Request, plan: &[protocol::BranchPlan]) -
 /// A node refuses 2PC when it cannot prepare transactions: refused before anything is recorded.
 fn check_prepared_transactions(plan: &[protocol::BranchPlan]) -> WalletResult<()> {
     for b in plan.iter().filter(|b| b.node != LOCAL) {
+        if !nodes::exists(&b.node) {
+            return Err(WalletError::UnknownNode {
+                node: Text::from(b.node.as_str()),
+            });
+        }
         let unreachable = |e: CallError| WalletError::NodeUnreachable {
             node: Text::from(b.node.as_str()),
             sqlstate: e.sqlstate,

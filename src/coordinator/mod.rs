@@ -46,6 +46,7 @@ fn request(
 ) -> WalletResult<Request> {
     let gtid = gtid.ok_or_else(|| WalletError::invalid_argument("gtid", "must not be NULL"))?;
     hold::check_hold_key(Some(gtid), "gtid")?;
+    protocol::check_gtid_travels(gtid)?;
     let legs = legs?;
     protocol::plan(&legs)?;
     // A timeout above the maximum is refused up front (a hold could not be placed with it).

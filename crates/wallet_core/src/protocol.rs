@@ -317,6 +317,20 @@ pub fn after_answer(protocol: Protocol, kind: CallKind, answer: Answer) -> Optio
     }
 }
 
+/// A global transaction's id travels to every node, whatever their encodings: printable ASCII
+/// (every server encoding holds it unchanged), so that no node can fail to read it and leave the
+/// global transaction unfinishable.
+pub fn check_gtid_travels(gtid: &[u8]) -> Result<(), WalletError> {
+    if gtid.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        Ok(())
+    } else {
+        Err(WalletError::invalid_argument(
+            "gtid",
+            "a global transaction id must be printable ASCII (it is sent to every node)",
+        ))
+    }
+}
+
 /// One leg of a global transaction: an amount out of (negative) or into (positive) an account of
 /// a node. A node's legs net against its system account of the currency, so that every node's
 /// books stay balanced on their own.
@@ -491,6 +505,14 @@ pub fn posting_id(branch: &str, k: usize, postings: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gtid_is_printable_ascii_so_that_every_node_can_read_it() {
+        assert!(check_gtid_travels(b"order-5512 / eu").is_ok());
+        assert!(check_gtid_travels(b"caf\xc3\xa9").is_err());
+        assert!(check_gtid_travels(b"\xe2\x82").is_err());
+        assert!(check_gtid_travels(b"tab\there").is_err());
+    }
     use BranchStatus as B;
 
     fn leg(node: &str, account_id: i64, amount: i64) -> Leg {
