@@ -50,8 +50,9 @@ SELECT pg_temp.prepared() AS prepared_left;
 CALL wallet.transfer_across('2pc-3', 'p2', 2, 'local', :merchant, 999999, protocol => '2pc');
 \echo :LAST_ERROR_SQLSTATE
 SELECT pg_temp.prepared() AS prepared_left;
--- The coordinator stops after the nodes prepared, before deciding: the prepared transaction
--- holds its locks until recovery rolls it back (presumed abort).
+-- The coordinator stops after the first node prepared (2PC prepares one node after the other,
+-- in the order of their names), before deciding: the prepared transaction holds its locks until
+-- recovery rolls it back (presumed abort).
 SET wallet.fault = 'after_remote_try';
 CALL wallet.transfer_across('2pc-4', 'p2', 2, 'p3', 3, 50, protocol => '2pc');
 RESET wallet.fault;

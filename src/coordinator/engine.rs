@@ -1385,7 +1385,7 @@ impl Drop for Claim<'_> {
 /// Runs a global transaction to its end (or as far as its nodes let it): records it (or finds
 /// it, for a repeat with the same gtid), then drives it.
 pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
-    let plan = protocol::plan(&request.legs)?;
+    let plan = protocol::plan_for(&request.legs, request.protocol)?;
     if request.protocol == Protocol::TwoPhase {
         step(owner, |_| check_prepared_transactions(&plan))?;
     }

@@ -185,10 +185,8 @@ pub fn next_action(
                     return if others_prepared {
                         Action::PostLocalAndDecide(l)
                     } else {
-                        Action::Call(
-                            CallKind::Try,
-                            untried.into_iter().filter(|&i| i != l).collect(),
-                        )
+                        let next = untried.into_iter().find(|&i| i != l);
+                        Action::Call(CallKind::Try, next.into_iter().collect())
                     };
                 }
             }
@@ -198,8 +196,15 @@ pub fn next_action(
                 return Action::DecideCancel;
             }
             match protocol {
-                // Tried in parallel: the try phase costs the slowest node, not the sum.
-                Protocol::Tcc | Protocol::TwoPhase => Action::Call(CallKind::Try, untried),
+                // Tried in parallel: the try phase costs the slowest node, not the sum (a try's
+                // local transaction commits at once, holding nothing while others are tried).
+                Protocol::Tcc => Action::Call(CallKind::Try, untried),
+                // Prepared one node after the other, in the order of the nodes' names (see
+                // `plan_for`): a prepared transaction holds its rows (its node's system account
+                // among them) until its commit, and two global transactions preparing at once
+                // would each hold a node the other waits for; one order for every global
+                // transaction makes that impossible (as one lock order does for transfers).
+                Protocol::TwoPhase => Action::Call(CallKind::Try, vec![untried[0]]),
                 // Linear, in branch order (debits first): never a credit before every debit.
                 Protocol::Saga => Action::Call(CallKind::Try, vec![untried[0]]),
             }
@@ -375,6 +380,16 @@ pub fn check_node_name(name: &str, argument: &'static str) -> Result<(), WalletE
             format!("a node name is 1 to {NODE_NAME_LENGTH_MAX} characters a-z, 0-9, _ (not starting with a digit), got \"{name}\""),
         ))
     }
+}
+
+/// The branches of `legs` for `protocol`: [`plan`]'s, and for 2PC in the order of the nodes'
+/// names, the order it prepares them in (see [`next_action`]).
+pub fn plan_for(legs: &[Leg], protocol: Protocol) -> Result<Vec<BranchPlan>, WalletError> {
+    let mut branches = plan(legs)?;
+    if protocol == Protocol::TwoPhase {
+        branches.sort_by(|a, b| a.node.cmp(&b.node));
+    }
+    Ok(branches)
 }
 
 /// Checks the legs and makes them branches: one per node, in the order a saga runs them (the
@@ -624,13 +639,59 @@ mod tests {
     }
 
     #[test]
-    fn tcc_and_2pc_try_every_branch_at_once_and_decide_when_all_answered() {
+    fn tcc_tries_every_branch_at_once_2pc_prepares_one_node_after_the_other() {
+        let tcc = |b: &[B]| next_action(Protocol::Tcc, Phase::Try, b, false, None);
+        let two = |b: &[B]| next_action(Protocol::TwoPhase, Phase::Try, b, false, None);
+        assert_eq!(
+            tcc(&[B::New, B::New, B::New]),
+            Action::Call(CallKind::Try, vec![0, 1, 2])
+        );
+        assert_eq!(
+            two(&[B::New, B::New, B::New]),
+            Action::Call(CallKind::Try, vec![0])
+        );
+        assert_eq!(
+            two(&[B::Tried, B::New, B::New]),
+            Action::Call(CallKind::Try, vec![1])
+        );
+        // With a branch here (0): the others in order, then this one with the decision.
+        let here = |b: &[B]| next_action(Protocol::TwoPhase, Phase::Try, b, false, Some(0));
+        assert_eq!(
+            here(&[B::New, B::New, B::New]),
+            Action::Call(CallKind::Try, vec![1])
+        );
+        assert_eq!(
+            here(&[B::New, B::Tried, B::New]),
+            Action::Call(CallKind::Try, vec![2])
+        );
+        assert_eq!(
+            here(&[B::New, B::Tried, B::Tried]),
+            Action::PostLocalAndDecide(0)
+        );
+    }
+
+    #[test]
+    fn a_2pc_plan_is_in_the_order_of_the_nodes_names() {
+        let legs = [leg("zeta", 1, -5), leg("alpha", 2, 3), leg("mid", 3, 2)];
+        let names = |p: Protocol| -> Vec<String> {
+            plan_for(&legs, p)
+                .unwrap()
+                .into_iter()
+                .map(|b| b.node)
+                .collect()
+        };
+        assert_eq!(
+            names(Protocol::Saga),
+            ["zeta", "mid", "alpha"],
+            "the largest payer first"
+        );
+        assert_eq!(names(Protocol::TwoPhase), ["alpha", "mid", "zeta"]);
+    }
+
+    #[test]
+    fn tcc_and_2pc_decide_when_all_answered() {
         for p in [Protocol::Tcc, Protocol::TwoPhase] {
             let n = |b: &[B], stop| next_action(p, Phase::Try, b, stop, None);
-            assert_eq!(
-                n(&[B::New, B::New], false),
-                Action::Call(CallKind::Try, vec![0, 1])
-            );
             assert_eq!(
                 n(&[B::Tried, B::New], false),
                 Action::Call(CallKind::Try, vec![1])
