@@ -90,6 +90,7 @@ mod kept_statement_tests {
             crate::events::KEPT,
             crate::guard::KEPT,
             crate::coordinator::engine::KEPT,
+            crate::coordinator::ledger::KEPT,
             crate::coordinator::participant::KEPT,
             crate::coordinator::nodes::KEPT,
         ]

@@ -16,7 +16,8 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::coordinator::engine::{self, Procedure};
+use crate::coordinator::engine;
+use crate::coordinator::steps::Procedure;
 use crate::settings;
 
 /// Registers one worker per configured database (called from _PG_init while preloading).

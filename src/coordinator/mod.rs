@@ -1,7 +1,8 @@
 //! The coordinator: global transactions across nodes by TC/C, 2PC or Saga (sql/coordinator.sql).
 //!
 //! * [`engine`]: carries them out, one durable step after another, shared by every protocol and by
-//!   recovery (the rules are `wallet_core::protocol`);
+//!   recovery (the rules are `wallet_core::protocol`); its steps are [`steps`], its ledger
+//!   [`ledger`], its calls to participants `calls`;
 //! * [`participant`]: the participant side, in batch form, for remote coordinators and this one;
 //! * [`nodes`]: the registry of nodes (foreign servers and user mappings) and the connections;
 //! * [`libpq`]: the connections themselves, held inside the library.
@@ -9,10 +10,13 @@
 //! The entry points below are C procedures without a SET clause (a procedure that commits cannot
 //! carry one); every step they take runs as the extension's owner with search_path pinned.
 
+mod calls;
 pub mod engine;
+pub mod ledger;
 pub mod libpq;
 pub mod nodes;
 pub mod participant;
+pub mod steps;
 
 use pgrx::pg_sys::{self, Datum};
 use pgrx::IntoDatum;
@@ -24,7 +28,8 @@ use crate::args::{BOOL, INT4, INT8, INT8_ARRAY, INTERVAL, OID, TEXT, TEXT_ARRAY}
 use crate::entry::entry_point;
 use crate::error::WalletResult;
 use crate::settings;
-use engine::{Outcome, Procedure, Request};
+use engine::{Outcome, Request};
+use steps::Procedure;
 
 fn required<T>(value: Option<T>, argument: &'static str) -> WalletResult<T> {
     value.ok_or_else(|| WalletError::invalid_argument(argument, "must not be NULL"))

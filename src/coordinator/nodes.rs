@@ -218,7 +218,7 @@ impl Drop for Lease {
 /// with register_node gets a new one), else a new one.
 pub fn lease(node: &str) -> Result<Lease, CallError> {
     // Also between the steps of a procedure, where no snapshot may be active.
-    let params = super::engine::between_steps(|| params(node))?;
+    let params = super::steps::between_steps(|| params(node))?;
     let pooled = POOL.with(|p| p.borrow_mut().remove(node));
     let connection = match pooled {
         Some(p) if p.params == params && p.connection.is_idle() => p.connection,
