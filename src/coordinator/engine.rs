@@ -147,7 +147,7 @@ fn currency_mismatch(first: &Option<Vec<u8>>, now: &Option<Vec<u8>>) -> bool {
 }
 
 /// Records an answer, and what follows from it for the global transaction.
-fn record(conn: &Connection, g: &mut Gtx, a: &Answered) {
+fn record(g: &mut Gtx, a: &Answered) {
     let before = g.branches[a.branch].status;
     if a.kind == CallKind::Try && a.answer == Answer::Done {
         // Every node must post in the currency of the first to answer.
@@ -164,19 +164,19 @@ fn record(conn: &Connection, g: &mut Gtx, a: &Answered) {
                 ),
             );
             // It did take effect: tried, and the global transaction is cancelled.
-            set_branch(conn, g, a.branch, BranchStatus::Tried, Some(&error));
-            note(conn, g, None, Some(&error));
+            set_branch(g, a.branch, BranchStatus::Tried, Some(&error));
+            note(g, None, Some(&error));
             if g.phase == Phase::Try {
-                decide(conn, g, Phase::Cancel, Some(error));
+                decide(g, Phase::Cancel, Some(error));
             }
             return;
         }
-        note(conn, g, a.currency.as_deref(), None);
+        note(g, a.currency.as_deref(), None);
     }
     let after = protocol::after_answer(g.protocol, a.kind, a.answer).unwrap_or(before);
-    set_branch(conn, g, a.branch, after, a.error.as_ref());
+    set_branch(g, a.branch, after, a.error.as_ref());
     if a.kind == CallKind::Try && after == BranchStatus::Failed {
-        note(conn, g, None, a.error.as_ref());
+        note(g, None, a.error.as_ref());
     }
 }
 
@@ -198,7 +198,7 @@ fn advance(
         let statuses: Vec<BranchStatus> = g.branches.iter().map(|b| b.status).collect();
         let stop = protocol::stop_trying(g.protocol, g.past_deadline, recovering);
         match protocol::next_action(g.protocol, g.phase, &statuses, stop, local_branch(g)) {
-            Action::DecideConfirm => decide(conn, g, Phase::Confirm, None),
+            Action::DecideConfirm => decide(g, Phase::Confirm, None),
             Action::DecideCancel => {
                 let reason = g.error.clone().or_else(|| {
                     Some(if recovering && g.protocol != Protocol::Saga {
@@ -207,7 +207,7 @@ fn advance(
                         ("WA021".into(), format!("global transaction {} passed its decision deadline before every branch was tried", Text(g.gtid.clone())))
                     })
                 });
-                decide(conn, g, Phase::Cancel, reason);
+                decide(g, Phase::Cancel, reason);
             }
             Action::PostLocalAndDecide(b) => {
                 // The posting stays only if it is the one that confirms: a refusal, or a currency
@@ -226,18 +226,18 @@ fn advance(
                     },
                     answer,
                 );
-                record(conn, g, &answered);
+                record(g, &answered);
                 if g.branches[b].status == BranchStatus::Tried && g.phase == Phase::Try {
                     // Posted with the decision: confirmed at the same commit.
-                    set_branch(conn, g, b, BranchStatus::Confirmed, None);
-                    decide(conn, g, Phase::Confirm, None);
+                    set_branch(g, b, BranchStatus::Confirmed, None);
+                    decide(g, Phase::Confirm, None);
                 } else if g.phase == Phase::Try {
                     let reason = g.error.clone();
-                    decide(conn, g, Phase::Cancel, reason);
+                    decide(g, Phase::Cancel, reason);
                 }
             }
-            Action::FinishConfirmed => return Ok(finish(conn, g, "confirmed", recovering, None)),
-            Action::FinishCancelled => return Ok(finish(conn, g, "cancelled", recovering, None)),
+            Action::FinishConfirmed => return Ok(finish(g, "confirmed", recovering, None)),
+            Action::FinishCancelled => return Ok(finish(g, "cancelled", recovering, None)),
             Action::Stuck(b) => {
                 // The participant's own SQLSTATE and message, and what an operator must do.
                 let (sqlstate, why) = g.branches[b]
@@ -253,11 +253,11 @@ fn advance(
                         g.branches[b].node,
                     ),
                 ));
-                return Ok(finish(conn, g, "stuck", recovering, error));
+                return Ok(finish(g, "stuck", recovering, error));
             }
             Action::Forget(list) => {
                 for b in list {
-                    set_branch(conn, g, b, BranchStatus::Cancelled, None);
+                    set_branch(g, b, BranchStatus::Cancelled, None);
                 }
             }
             Action::Call(kind, list) => {
@@ -268,7 +268,6 @@ fn advance(
                     let before = g.branches[b].status;
                     let answer = call_local(conn, g, b, kind)?;
                     record(
-                        conn,
                         g,
                         &answered(
                             &Wanted {
@@ -301,23 +300,34 @@ fn advance(
 /// Drives the global transactions `gtids` (this session holds their claims) as far as they go:
 /// until each is finished, stuck, or waits for a node that does not answer.
 fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Option<Gtx>>> {
-    let mut state: Vec<Option<Gtx>> = vec![None; gtids.len()];
-    let mut pending: Vec<Answered> = Vec::new();
-    let mut lost_rounds = vec![0u32; gtids.len()];
+    let n = gtids.len();
+    let mut state: Vec<Option<Gtx>> = vec![None; n];
+    // The global transactions this round works on: all of them first, then those whose calls
+    // the last round made (the others finished, or wait for recovery).
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut answers: Vec<Vec<Answered>> = vec![Vec::new(); n];
+    let mut lost_rounds = vec![0u32; n];
+    let mut coordinator: Option<String> = None;
     for round in 0..ROUNDS_MAX {
-        let phases_before: Vec<Option<Phase>> =
-            state.iter().map(|g| g.as_ref().map(|g| g.phase)).collect();
+        if active.is_empty() {
+            break;
+        }
+        let phases_before: Vec<Option<Phase>> = active
+            .iter()
+            .map(|&i| state[i].as_ref().map(|g| g.phase))
+            .collect();
+        let ids: Vec<Vec<u8>> = active.iter().map(|&i| gtids[i].clone()).collect();
         let body = |conn: &Connection| {
-            let coordinator = coordinator_id(conn);
+            let coordinator = coordinator.clone().unwrap_or_else(|| coordinator_id(conn));
             let mut remotes = Vec::new();
-            let mut now = Vec::with_capacity(gtids.len());
-            for (i, gtid) in gtids.iter().enumerate() {
-                let Some(mut g) = load(conn, gtid)? else {
+            let mut now = Vec::with_capacity(active.len());
+            for (&i, g) in active.iter().zip(load_many(conn, &ids)?) {
+                let Some(mut g) = g else {
                     now.push(None);
                     continue;
                 };
-                for a in pending.iter().filter(|a| a.gtx == i) {
-                    record(conn, &mut g, a);
+                for a in &answers[i] {
+                    record(&mut g, a);
                 }
                 // What the ledger alone decides is always done; calls to nodes that did not
                 // answer twice are left to recovery.
@@ -328,29 +338,35 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
                 }
                 now.push(Some(g));
             }
-            Ok((remotes, now))
+            Ok((coordinator, remotes, now))
         };
         // Recovery must not stop at one global transaction's ERROR (see `guarded`).
-        let (remotes, now) = if recovering {
+        let (id, remotes, now) = if recovering {
             step(owner, |conn| guarded(|| body(conn)))?
         } else {
             step(owner, body)?
         };
-        state = now;
-        if round == 0 && !recovering {
-            fault("after_record")?;
-        }
-        let decided = state.iter().zip(&phases_before).any(|(g, before)| {
+        coordinator = Some(id);
+        let decided = now.iter().zip(&phases_before).any(|(g, before)| {
             g.as_ref()
                 .is_some_and(|g| g.phase != Phase::Try && *before != Some(g.phase))
         });
+        for (&i, g) in active.iter().zip(now) {
+            state[i] = g;
+        }
+        if round == 0 && !recovering {
+            fault("after_record")?;
+        }
         if decided {
             fault("after_decide")?;
         }
         if remotes.is_empty() {
             break;
         }
-        pending = call_remote(remotes);
+        let mut next: Vec<usize> = remotes.iter().map(|(_, r)| r.wanted.gtx).collect();
+        next.sort_unstable();
+        next.dedup();
+        let mut pending = call_remote(remotes);
         for kind in [CallKind::Try, CallKind::Confirm, CallKind::Cancel] {
             if pending
                 .iter()
@@ -368,14 +384,16 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
             a.currency = None;
             a.error = Some(("08006".into(), "wallet.fault: the answer was lost".into()));
         }
-        for (i, lost) in lost_rounds.iter_mut().enumerate() {
-            if pending
-                .iter()
-                .any(|a| a.gtx == i && a.answer == Answer::Lost)
-            {
-                *lost += 1;
+        answers = vec![Vec::new(); n];
+        for a in pending {
+            answers[a.gtx].push(a);
+        }
+        for &i in &next {
+            if answers[i].iter().any(|a| a.answer == Answer::Lost) {
+                lost_rounds[i] += 1;
             }
         }
+        active = next;
     }
     Ok(state)
 }

@@ -145,10 +145,19 @@ pub(super) fn step<R>(
     owner: Oid,
     f: impl FnOnce(&Connection) -> WalletResult<R>,
 ) -> WalletResult<R> {
+    // A step that an ERROR ended left its changes unwritten: they are not this step's.
+    super::ledger::discard();
     let result = with_snapshot(|| {
         let _owner = AsOwner::enter(owner);
         let conn = Connection::open();
-        f(&conn)
+        let result = f(&conn);
+        // The ledger's changes of the step, written together before it commits (or dropped).
+        if result.is_ok() {
+            super::ledger::flush(&conn);
+        } else {
+            super::ledger::discard();
+        }
+        result
     });
     // SAFETY: the procedure's SPI connection is non-atomic (see `Procedure`); SPI starts the
     // next transaction at once, before any snapshot, so its isolation level can be set.

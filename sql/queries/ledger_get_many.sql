@@ -1,8 +1,10 @@
--- Global transaction $1, locked for the step that reads it. Columns as coordinator::ledger.
-SELECT protocol, phase, outcome, currency,
+-- Global transactions $1, locked for the step that reads them (in gtid order, the order every
+-- step locks them in). Columns as ledger::load_many.
+SELECT gtid, protocol, phase, outcome, currency,
        (extract(epoch FROM hold_timeout) * 1000000)::bigint,
        clock_timestamp() > decide_by, finished_at IS NOT NULL,
        leg_nodes, leg_account_ids, leg_amounts, error_sqlstate, error_message
   FROM wallet.global_transactions
- WHERE gtid = $1
+ WHERE gtid = ANY ($1)
+ ORDER BY gtid
    FOR UPDATE
