@@ -77,6 +77,7 @@ TO wallet_operator;
 GRANT EXECUTE ON PROCEDURE
     wallet.transfer_across(text, text, bigint, text, bigint, bigint, interval, text, text),
     wallet.transfer_global(text, text[], bigint[], bigint[], text, interval, text),
+    wallet.transfer_across_batch(text[], text[], bigint[], text[], bigint[], bigint[], text, interval, text[], text[], text[]),
     wallet.recover(integer, integer)
 TO wallet_operator;
 -- Not granted to anyone: wallet.register_node and wallet.remove_node (for the extension's owner,

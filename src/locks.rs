@@ -14,6 +14,7 @@ fn tag_in(class: LockClass, key: &[u8], method: u32) -> WalletResult<pg_sys::LOC
         LockClass::IdempotencyKey => c.events,
         LockClass::Hold => c.holds,
         LockClass::GlobalTransaction => c.global_transactions,
+        LockClass::Batch => c.branches,
     };
     let (objid, objsubid) = lock_fields(key);
     Ok(pg_sys::LOCKTAG {

@@ -74,8 +74,10 @@ CALL wallet.transfer_across('pay-3', 'local', :yuri, 'local', :zoe, 100);
 SELECT count(*) AS branches, bool_and(node = 'local') AS local FROM wallet.branches WHERE gtid = 'pay-3';
 SELECT wallet.balance(:zoe) AS zoe;
 
--- A refused try cancels the whole transfer with the participant's SQLSTATE and message; the
--- other branch, tried at the same time, is released.
+-- A refused try cancels the whole transfer with the participant's SQLSTATE and message. This
+-- node's branch is tried in the step, before the others are sent theirs: refused here, the other
+-- branch is not tried at all, only cancelled (its cancel recorded there, so that a late try finds
+-- it barred: reserved 0).
 CALL wallet.transfer_across('pay-4', 'local', :yuri, 'n2', :xena, 999999);
 \echo :LAST_ERROR_SQLSTATE
 SELECT phase, outcome, error_sqlstate FROM wallet.global_transactions WHERE gtid = 'pay-4';

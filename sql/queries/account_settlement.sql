@@ -1,5 +1,5 @@
--- An account's currency and the system account it settles against. $1 account id.
-SELECT a.currency, c.system_account_id
+-- Accounts' currencies and the system accounts they settle against. $1 account ids.
+SELECT a.id, a.currency, c.system_account_id
   FROM wallet.accounts AS a
   JOIN wallet.currencies AS c ON c.code = a.currency
- WHERE a.id = $1
+ WHERE a.id = ANY ($1)

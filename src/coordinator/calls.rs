@@ -166,6 +166,130 @@ pub(super) fn call_local(
     Ok(branch_answer(&replies))
 }
 
+/// A call the rules want of a branch on this node, kept for the step's merged call of its kind
+/// (see [`call_locals`]); `remote`: the other branches of the same call, for other nodes.
+pub(super) struct LocalCall {
+    pub(super) slot: usize,
+    pub(super) branch: usize,
+    pub(super) kind: CallKind,
+    pub(super) remote: Vec<usize>,
+}
+
+/// Runs the local calls of one step, one participant call per protocol and kind whatever the
+/// number of global transactions (`gtxs[call.slot]`); answers in the calls' order.
+pub(super) fn call_locals(
+    conn: &Connection,
+    gtxs: &[Gtx],
+    calls: &[LocalCall],
+) -> WalletResult<Vec<BranchReply>> {
+    let mut answers: Vec<Option<BranchReply>> = vec![None; calls.len()];
+    let mut groups: BTreeMap<(&'static str, &'static str), Vec<usize>> = BTreeMap::new();
+    for (c, call) in calls.iter().enumerate() {
+        let protocol = gtxs[call.slot].protocol;
+        groups
+            .entry((protocol.as_str(), kind_name(call.kind)))
+            .or_default()
+            .push(c);
+    }
+    for members in groups.values() {
+        let first = &calls[members[0]];
+        let protocol = gtxs[first.slot].protocol;
+        // Each member's items: (gtid, posting id, key, posting, linked).
+        let mut owned: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, protocol::Posting, bool, i64)> = Vec::new();
+        let mut counts = Vec::with_capacity(members.len());
+        for &c in members {
+            let g = &gtxs[calls[c].slot];
+            let branch = &g.branches[calls[c].branch];
+            let n = branch.postings.len();
+            let hash = gtid_hash(&g.gtid);
+            for (k, p) in branch.postings.iter().enumerate() {
+                owned.push((
+                    g.gtid.clone(),
+                    protocol::posting_id(&branch.name, k, n).into_bytes(),
+                    posting_key(&hash, branch.no, k),
+                    p.clone(),
+                    k + 1 < n,
+                    g.timeout_micros,
+                ));
+            }
+            counts.push(n);
+        }
+        let replies = match (protocol, first.kind) {
+            (Protocol::Tcc, CallKind::Try) => {
+                let items: Vec<TryItem> = owned
+                    .iter()
+                    .map(|(gtid, id, _, p, _, timeout)| TryItem {
+                        gtid,
+                        branch: id,
+                        debit_account_id: p.debit_account_id,
+                        credit_account_id: p.credit_account_id,
+                        amount: p.amount,
+                        timeout_micros: *timeout,
+                    })
+                    .collect();
+                participant::tcc_try(conn, &items)?
+            }
+            (Protocol::Tcc, CallKind::Confirm | CallKind::Cancel) => {
+                let items: Vec<(&[u8], &[u8])> = owned
+                    .iter()
+                    .map(|(gtid, id, ..)| (gtid.as_slice(), id.as_slice()))
+                    .collect();
+                if first.kind == CallKind::Confirm {
+                    participant::tcc_confirm(conn, &items)?
+                } else {
+                    participant::tcc_cancel(conn, &items)?
+                }
+            }
+            // The 2PC local branch is posted with the decision (PostLocalAndDecide); cancelled,
+            // it never posted anything. A saga's confirm has nothing to do.
+            (Protocol::TwoPhase, CallKind::Cancel) | (Protocol::Saga, CallKind::Confirm) => {
+                owned.iter().map(|_| Ok(None)).collect()
+            }
+            (Protocol::TwoPhase, CallKind::Try | CallKind::Confirm)
+            | (Protocol::Saga, CallKind::Try) => {
+                let items: Vec<PostItem> = owned
+                    .iter()
+                    .map(|(_, _, key, p, linked, _)| PostItem {
+                        key,
+                        debit_account_id: p.debit_account_id,
+                        credit_account_id: p.credit_account_id,
+                        amount: p.amount,
+                        linked: *linked,
+                    })
+                    .collect();
+                participant::post_branch(conn, &items)?
+            }
+            (Protocol::Saga, CallKind::Cancel) => {
+                let undo: Vec<Vec<u8>> =
+                    owned.iter().map(|(_, _, key, ..)| undo_key(key)).collect();
+                let items: Vec<(&[u8], &[u8])> = owned
+                    .iter()
+                    .zip(&undo)
+                    .map(|((_, _, key, ..), u)| (key.as_slice(), u.as_slice()))
+                    .collect();
+                participant::undo_branch(conn, &items)?
+            }
+        };
+        let mut start = 0;
+        for (&c, n) in members.iter().zip(counts) {
+            answers[c] = Some(branch_answer(&replies[start..start + n]));
+            start += n;
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every local call answered"))
+        .collect())
+}
+
+fn kind_name(kind: CallKind) -> &'static str {
+    match kind {
+        CallKind::Try => "try",
+        CallKind::Confirm => "confirm",
+        CallKind::Cancel => "cancel",
+    }
+}
+
 pub(super) fn post_items<'a>(branch: &Branch, keys: &'a [Vec<u8>]) -> Vec<PostItem<'a>> {
     let n = branch.postings.len();
     branch
@@ -189,6 +313,22 @@ pub(super) struct Remote {
     pub(super) commands: Vec<Command>,
     /// 2PC commit or rollback: the gid, for a second look when the node does not know it.
     pub(super) keys: Vec<Vec<u8>>,
+    /// For a call of a participant function on items: the items, so that the calls of many
+    /// global transactions to one node go as one call (see [`call_remote`]).
+    pub(super) items: Option<Items>,
+}
+
+/// The items of a participant function's call, column by column (each a value per item, in
+/// text form; None for NULL), and the parameters after them that every item shares.
+pub(super) struct Items {
+    pub(super) columns: Vec<Vec<Option<Vec<u8>>>>,
+    pub(super) shared: Vec<Option<Vec<u8>>>,
+}
+
+impl Items {
+    fn count(&self) -> usize {
+        self.columns.first().map_or(0, Vec::len)
+    }
 }
 
 pub(super) const TCC_TRY: &str = "SELECT item, sqlstate, message, value FROM wallet.tcc_try($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::interval)";
@@ -225,6 +365,69 @@ pub(super) fn remote_commands(g: &Gtx, b: usize, kind: CallKind, coordinator: &s
         (0..n).map(|k| Some(if k + 1 < n { "t" } else { "f" })),
     ));
     let gid = gid(coordinator, &hash, branch.no);
+    let int = |v: Option<i64>| v.map(|v| v.to_string().into_bytes());
+    let column_gtids: Vec<Option<Vec<u8>>> = (0..n).map(|_| Some(g.gtid.clone())).collect();
+    let column_ids: Vec<Option<Vec<u8>>> = ids.iter().cloned().map(Some).collect();
+    let column_keys: Vec<Option<Vec<u8>>> = keys.iter().cloned().map(Some).collect();
+    let column_debits: Vec<Option<Vec<u8>>> = branch
+        .postings
+        .iter()
+        .map(|p| int(p.debit_account_id))
+        .collect();
+    let column_credits: Vec<Option<Vec<u8>>> = branch
+        .postings
+        .iter()
+        .map(|p| int(p.credit_account_id))
+        .collect();
+    let column_amounts: Vec<Option<Vec<u8>>> = branch
+        .postings
+        .iter()
+        .map(|p| int(Some(p.amount)))
+        .collect();
+    let column_linked: Vec<Option<Vec<u8>>> = (0..n)
+        .map(|k| {
+            Some(if k + 1 < n {
+                b"t".to_vec()
+            } else {
+                b"f".to_vec()
+            })
+        })
+        .collect();
+    let timeout = Some(format!("{} microseconds", g.timeout_micros).into_bytes());
+    let items = match (g.protocol, kind) {
+        (Protocol::Tcc, CallKind::Try) => Some(Items {
+            columns: vec![
+                column_gtids.clone(),
+                column_ids.clone(),
+                column_debits.clone(),
+                column_credits.clone(),
+                column_amounts.clone(),
+            ],
+            shared: vec![timeout.clone()],
+        }),
+        (Protocol::Tcc, CallKind::Confirm | CallKind::Cancel) => Some(Items {
+            columns: vec![column_gtids.clone(), column_ids.clone()],
+            shared: vec![],
+        }),
+        (Protocol::Saga, CallKind::Try) => Some(Items {
+            columns: vec![
+                column_keys.clone(),
+                column_debits.clone(),
+                column_credits.clone(),
+                column_amounts.clone(),
+                column_linked.clone(),
+            ],
+            shared: vec![],
+        }),
+        (Protocol::Saga, CallKind::Cancel) => Some(Items {
+            columns: vec![
+                column_keys.clone(),
+                keys.iter().map(|k| Some(undo_key(k))).collect(),
+            ],
+            shared: vec![],
+        }),
+        _ => None,
+    };
     let command = |name: &'static str, sql: &str, params: Vec<Option<Vec<u8>>>| Command {
         name: Some(name),
         sql: sql.to_string(),
@@ -239,14 +442,7 @@ pub(super) fn remote_commands(g: &Gtx, b: usize, kind: CallKind, coordinator: &s
         (Protocol::Tcc, CallKind::Try) => vec![command(
             "wallet_tcc_try",
             TCC_TRY,
-            vec![
-                gtids,
-                id_array,
-                debits,
-                credits,
-                amounts,
-                Some(format!("{} microseconds", g.timeout_micros).into_bytes()),
-            ],
+            vec![gtids, id_array, debits, credits, amounts, timeout],
         )],
         (Protocol::Tcc, CallKind::Confirm) => vec![command(
             "wallet_tcc_confirm",
@@ -294,6 +490,7 @@ pub(super) fn remote_commands(g: &Gtx, b: usize, kind: CallKind, coordinator: &s
         },
         commands,
         keys,
+        items,
     }
 }
 
@@ -312,8 +509,71 @@ pub(super) fn replies(table: &Table) -> Vec<Reply> {
         .collect()
 }
 
-/// Sends every remote call of a round (one connection per node, all in flight at once) and reads
-/// the answers.
+/// What goes to one node in one call: a participant function's call carrying the items of
+/// several global transactions' branches (`parts`: each remote and its number of items), or one
+/// remote's own commands (`commands` empty).
+struct Unit {
+    commands: Vec<Command>,
+    parts: Vec<(Remote, usize)>,
+    merged: bool,
+}
+
+/// The units of one node's calls: the calls of one participant function with the same shared
+/// parameters become one call; every other call (2PC's) stays as it is.
+fn units(remotes: Vec<Remote>) -> Vec<Unit> {
+    let mut units: Vec<Unit> = Vec::new();
+    let mut by_function: BTreeMap<(&'static str, Vec<Option<Vec<u8>>>), usize> = BTreeMap::new();
+    for r in remotes {
+        let name = r.commands.first().and_then(|c| c.name);
+        match (name, &r.items) {
+            (Some(name), Some(items)) if r.commands.len() == 1 => {
+                let key = (name, items.shared.clone());
+                let count = items.count();
+                match by_function.get(&key) {
+                    Some(&u) => units[u].parts.push((r, count)),
+                    None => {
+                        by_function.insert(key, units.len());
+                        units.push(Unit {
+                            commands: Vec::new(),
+                            parts: vec![(r, count)],
+                            merged: true,
+                        });
+                    }
+                }
+            }
+            _ => units.push(Unit {
+                commands: Vec::new(),
+                parts: vec![(r, 0)],
+                merged: false,
+            }),
+        }
+    }
+    for u in units.iter_mut().filter(|u| u.merged) {
+        let first = &u.parts[0].0;
+        let template = &first.commands[0];
+        let width = first.items.as_ref().map_or(0, |i| i.columns.len());
+        let mut params: Vec<Option<Vec<u8>>> = (0..width)
+            .map(|c| {
+                Some(array_literal(u.parts.iter().flat_map(|(r, _)| {
+                    r.items.as_ref().expect("merged").columns[c]
+                        .iter()
+                        .map(Option::as_deref)
+                })))
+            })
+            .collect();
+        params.extend(first.items.as_ref().expect("merged").shared.iter().cloned());
+        u.commands = vec![Command {
+            name: template.name,
+            sql: template.sql.clone(),
+            params,
+        }];
+    }
+    units
+}
+
+/// Sends every remote call of a round and reads the answers: one connection per node, the
+/// nodes at once, and to each node one call per participant function whatever the number of
+/// global transactions (2PC's prepares and commits one after the other).
 pub(super) fn call_remote(remotes: Vec<(String, Remote)>) -> Vec<Answered> {
     let mut by_node: BTreeMap<String, Vec<Remote>> = BTreeMap::new();
     for (node, r) in remotes {
@@ -321,41 +581,124 @@ pub(super) fn call_remote(remotes: Vec<(String, Remote)>) -> Vec<Answered> {
     }
     let timeout = nodes::call_timeout();
     let mut answers = Vec::new();
-    // Calls to one node go one after the other on its connection; to different nodes at once.
-    let mut leases: Vec<(String, Result<nodes::Lease, CallError>, Vec<Remote>)> = by_node
+    let mut leases: Vec<(String, Result<nodes::Lease, CallError>, Vec<Unit>)> = by_node
         .into_iter()
         .map(|(node, calls)| {
             let lease = nodes::lease(&node);
-            (node, lease, calls)
+            (node, lease, units(calls))
         })
         .collect();
     loop {
-        let mut in_flight: Vec<(usize, Remote)> = Vec::new();
-        for (i, (node, lease, calls)) in leases.iter_mut().enumerate() {
-            let Some(remote) = calls.pop() else { continue };
+        let mut in_flight: Vec<(usize, Unit)> = Vec::new();
+        for (i, (node, lease, units)) in leases.iter_mut().enumerate() {
+            let Some(unit) = units.pop() else { continue };
             match lease {
-                Err(e) => answers.push(answered(&remote.wanted, lost(e, node))),
-                Ok(lease) => match lease.connection().send_pipeline_or_one(&remote.commands) {
-                    Ok(()) => in_flight.push((i, remote)),
-                    Err(e) => answers.push(answered(&remote.wanted, lost(&e, node))),
+                Err(e) => all_lost(&mut answers, &unit, e, node),
+                Ok(lease) => match lease.connection().send_pipeline_or_one(unit.to_send()) {
+                    Ok(()) => in_flight.push((i, unit)),
+                    Err(e) => all_lost(&mut answers, &unit, &e, node),
                 },
             }
         }
-        if in_flight.is_empty() && leases.iter().all(|(_, _, calls)| calls.is_empty()) {
+        if in_flight.is_empty() && leases.iter().all(|(_, _, units)| units.is_empty()) {
             break;
         }
-        for (i, remote) in in_flight {
+        for (i, unit) in in_flight {
             let (node, lease, _) = &mut leases[i];
             let lease = lease.as_mut().expect("sent on it");
-            let answer = read_answer(lease, &remote, timeout);
-            let answer = match answer {
-                Ok(a) => a,
-                Err(e) => lost(&e, node),
-            };
-            answers.push(answered(&remote.wanted, answer));
+            if unit.merged {
+                read_merged(lease, &unit, timeout, node, &mut answers);
+            } else {
+                let remote = &unit.parts[0].0;
+                let answer = match read_answer(lease, remote, timeout) {
+                    Ok(a) => a,
+                    Err(e) => lost(&e, node),
+                };
+                answers.push(answered(&remote.wanted, answer));
+            }
         }
     }
     answers
+}
+
+/// A remote's own call, built from its items (as a merged call of one part).
+fn single(r: &Remote) -> Vec<Command> {
+    let items = r.items.as_ref().expect("a call on items");
+    let template = &r.commands[0];
+    let mut params: Vec<Option<Vec<u8>>> = items
+        .columns
+        .iter()
+        .map(|c| Some(array_literal(c.iter().map(Option::as_deref))))
+        .collect();
+    params.extend(items.shared.iter().cloned());
+    vec![Command {
+        name: template.name,
+        sql: template.sql.clone(),
+        params,
+    }]
+}
+
+impl Unit {
+    fn to_send(&self) -> &[Command] {
+        if self.merged {
+            &self.commands
+        } else {
+            &self.parts[0].0.commands
+        }
+    }
+}
+
+fn all_lost(answers: &mut Vec<Answered>, unit: &Unit, e: &CallError, node: &str) {
+    for (r, _) in &unit.parts {
+        answers.push(answered(&r.wanted, lost(e, node)));
+    }
+}
+
+/// The answer of a merged call, split back into its parts' (items in the order sent).
+fn read_merged(
+    lease: &mut nodes::Lease,
+    unit: &Unit,
+    timeout: std::time::Duration,
+    node: &str,
+    answers: &mut Vec<Answered>,
+) {
+    let table = match lease.connection().finish(timeout) {
+        Ok(table) => table,
+        // An ERROR of the node's own (not a lost connection, nor a timeout) stops a call as a
+        // whole: one item's (a DBA's constraint, say) must not cost the others theirs, so
+        // each goes again alone.
+        Err(e)
+            if unit.parts.len() > 1 && !e.sqlstate.starts_with("08") && e.sqlstate != "WA025" =>
+        {
+            for (r, _) in &unit.parts {
+                let sent = lease
+                    .connection()
+                    .send_pipeline_or_one(&single(r))
+                    .and_then(|()| lease.connection().finish(timeout));
+                let answer = match sent {
+                    Ok(table) => branch_answer(&replies(&table)),
+                    Err(e) => lost(&e, node),
+                };
+                answers.push(answered(&r.wanted, answer));
+            }
+            return;
+        }
+        Err(e) => return all_lost(answers, unit, &e, node),
+    };
+    let all = replies(&table);
+    let expected: usize = unit.parts.iter().map(|(_, n)| n).sum();
+    if all.len() != expected {
+        let e = CallError {
+            sqlstate: "WA025".into(),
+            message: format!("answered {} items of {expected}", all.len()),
+        };
+        return all_lost(answers, unit, &e, node);
+    }
+    let mut start = 0;
+    for (r, n) in &unit.parts {
+        answers.push(answered(&r.wanted, branch_answer(&all[start..start + n])));
+        start += n;
+    }
 }
 
 pub(super) fn answered(

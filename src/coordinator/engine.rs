@@ -182,13 +182,18 @@ fn record(g: &mut Gtx, a: &Answered) {
 
 /// Advances one global transaction as far as it goes without another node; returns the calls it
 /// wants of other nodes.
+/// Advances one global transaction as far as it goes without a call; the calls it wants are
+/// left in `out` (for other nodes) and `locals` (for this node, run by the step together with
+/// the other global transactions' of the same kind).
 fn advance(
     conn: &Connection,
     g: &mut Gtx,
     recovering: bool,
     coordinator: &str,
     out: &mut Vec<(String, Remote)>,
+    locals: &mut Vec<LocalCall>,
     index: usize,
+    slot: usize,
 ) -> WalletResult<()> {
     // Ledger-only actions and this node's own calls, a bounded number of times.
     for _ in 0..ROUNDS_MAX {
@@ -263,38 +268,107 @@ fn advance(
             Action::Call(kind, list) => {
                 let (local, remote): (Vec<usize>, Vec<usize>) =
                     list.into_iter().partition(|&b| g.branches[b].node == LOCAL);
-                let mut progressed = false;
-                for b in local {
-                    let before = g.branches[b].status;
-                    let answer = call_local(conn, g, b, kind)?;
-                    record(
-                        g,
-                        &answered(
-                            &Wanted {
-                                gtx: index,
-                                branch: b,
-                                kind,
-                            },
-                            answer,
-                        ),
-                    );
-                    progressed |= g.branches[b].status != before || g.phase != Phase::Try;
-                }
-                if !remote.is_empty() {
-                    for b in remote {
-                        let mut r = remote_commands(g, b, kind, coordinator);
-                        r.wanted.gtx = index;
-                        out.push((g.branches[b].node.clone(), r));
-                    }
+                if let Some(&b) = local.first() {
+                    // This node's branch first (the rules give at most one), in the step.
+                    locals.push(LocalCall {
+                        slot,
+                        branch: b,
+                        kind,
+                        remote,
+                    });
                     return Ok(());
                 }
-                if !progressed {
-                    return Ok(()); // a local call that could not be answered now: later
-                }
+                push_remote(g, &remote, kind, coordinator, index, out);
+                return Ok(());
             }
         }
     }
     Ok(())
+}
+
+fn push_remote(
+    g: &Gtx,
+    branches: &[usize],
+    kind: CallKind,
+    coordinator: &str,
+    index: usize,
+    out: &mut Vec<(String, Remote)>,
+) {
+    for &b in branches {
+        let mut r = remote_commands(g, b, kind, coordinator);
+        r.wanted.gtx = index;
+        out.push((g.branches[b].node.clone(), r));
+    }
+}
+
+/// One step's work on the global transactions loaded for it (`gtxs`, at `indexes` of the
+/// drive): each advanced as far as it goes; this node's calls of all of them run together, one
+/// participant call per kind, and whoever they moved on is advanced again; the calls for other
+/// nodes are returned.
+fn work(
+    conn: &Connection,
+    gtxs: &mut [Gtx],
+    indexes: &[usize],
+    recovering: bool,
+    coordinator: &str,
+    lost_rounds: &[u32],
+) -> WalletResult<Vec<(String, Remote)>> {
+    let mut remotes = Vec::new();
+    let mut locals = Vec::new();
+    let mut todo: Vec<usize> = (0..gtxs.len()).collect();
+    for _ in 0..ROUNDS_MAX {
+        for &slot in &todo {
+            let index = indexes[slot];
+            // Calls to nodes that did not answer twice are left to recovery; what the ledger
+            // alone decides is always done.
+            let called_before = remotes.len();
+            advance(
+                conn,
+                &mut gtxs[slot],
+                recovering,
+                coordinator,
+                &mut remotes,
+                &mut locals,
+                index,
+                slot,
+            )?;
+            if lost_rounds[index] >= 2 {
+                remotes.truncate(called_before);
+            }
+        }
+        if locals.is_empty() {
+            break;
+        }
+        let answers = call_locals(conn, gtxs, &locals)?;
+        todo.clear();
+        for (call, answer) in std::mem::take(&mut locals).into_iter().zip(answers) {
+            let g = &mut gtxs[call.slot];
+            let (before, phase) = (g.branches[call.branch].status, g.phase);
+            let a = answered(
+                &Wanted {
+                    gtx: indexes[call.slot],
+                    branch: call.branch,
+                    kind: call.kind,
+                },
+                answer,
+            );
+            record(g, &a);
+            if g.branches[call.branch].status != before || g.phase != phase {
+                todo.push(call.slot);
+            } else {
+                // Not answered now (it is repeated later): the other nodes' part of the call goes.
+                push_remote(
+                    g,
+                    &call.remote,
+                    call.kind,
+                    coordinator,
+                    indexes[call.slot],
+                    &mut remotes,
+                );
+            }
+        }
+    }
+    Ok(remotes)
 }
 
 /// Drives the global transactions `gtids` (this session holds their claims) as far as they go:
@@ -316,28 +390,44 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
             .iter()
             .map(|&i| state[i].as_ref().map(|g| g.phase))
             .collect();
+        // The first round reads the ledger (and locks the rows); later ones go on from what the
+        // drive holds in memory: the claims keep every other driver away meanwhile.
         let ids: Vec<Vec<u8>> = active.iter().map(|&i| gtids[i].clone()).collect();
+        let known: Vec<Option<Gtx>> = active.iter().map(|&i| state[i].clone()).collect();
         let body = |conn: &Connection| {
             let coordinator = coordinator.clone().unwrap_or_else(|| coordinator_id(conn));
-            let mut remotes = Vec::new();
-            let mut now = Vec::with_capacity(active.len());
-            for (&i, g) in active.iter().zip(load_many(conn, &ids)?) {
-                let Some(mut g) = g else {
-                    now.push(None);
-                    continue;
-                };
-                for a in &answers[i] {
-                    record(&mut g, a);
+            let mut gtxs = Vec::with_capacity(active.len());
+            let mut indexes = Vec::with_capacity(active.len());
+            let mut present = Vec::with_capacity(active.len());
+            let loaded = if round == 0 {
+                load_many(conn, &ids)?
+            } else {
+                known.clone()
+            };
+            for (&i, g) in active.iter().zip(loaded) {
+                present.push(g.is_some());
+                if let Some(mut g) = g {
+                    g.check_deadline();
+                    for a in &answers[i] {
+                        record(&mut g, a);
+                    }
+                    gtxs.push(g);
+                    indexes.push(i);
                 }
-                // What the ledger alone decides is always done; calls to nodes that did not
-                // answer twice are left to recovery.
-                let called_before = remotes.len();
-                advance(conn, &mut g, recovering, &coordinator, &mut remotes, i)?;
-                if lost_rounds[i] >= 2 {
-                    remotes.truncate(called_before);
-                }
-                now.push(Some(g));
             }
+            let remotes = work(
+                conn,
+                &mut gtxs,
+                &indexes,
+                recovering,
+                &coordinator,
+                &lost_rounds,
+            )?;
+            let mut gtxs = gtxs.into_iter();
+            let now: Vec<Option<Gtx>> = present
+                .into_iter()
+                .map(|p| if p { gtxs.next() } else { None })
+                .collect();
             Ok((coordinator, remotes, now))
         };
         // Recovery must not stop at one global transaction's ERROR (see `guarded`).
@@ -459,6 +549,11 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
                         existing: describe(&existing.protocol, &existing.legs),
                     });
                 }
+                // One of a batch whose session is at work: wait for that session's end.
+                if let Some(batch) = &existing.batch {
+                    locks::lock_for_session(LockClass::Batch, batch, true)?;
+                    locks::unlock_session(LockClass::Batch, batch)?;
+                }
             }
             None => insert(conn, request, &plan)?,
         }
@@ -479,6 +574,190 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
         .cloned()
         .flatten()
         .map_or(Outcome::Busy, |g| outcome_of(&g)))
+}
+
+/// What a batch answers for one item: its outcome (`confirmed`, `cancelled`, `pending`, `stuck`,
+/// or `rejected` when it was refused before anything was recorded), with the SQLSTATE and
+/// message of a refusal or cancel.
+#[derive(Debug, Clone)]
+pub struct ItemOutcome {
+    pub outcome: &'static str,
+    pub sqlstate: Option<String>,
+    pub message: Option<String>,
+}
+
+impl ItemOutcome {
+    fn rejected(e: &WalletError) -> ItemOutcome {
+        ItemOutcome {
+            outcome: "rejected",
+            sqlstate: Some(e.sqlstate().to_string()),
+            message: Some(e.to_string()),
+        }
+    }
+
+    fn of(outcome: &Outcome) -> ItemOutcome {
+        let plain = |o| ItemOutcome {
+            outcome: o,
+            sqlstate: None,
+            message: None,
+        };
+        match outcome {
+            Outcome::Confirmed | Outcome::ConfirmedPending => plain("confirmed"),
+            Outcome::Pending | Outcome::Busy => plain("pending"),
+            Outcome::Stuck { sqlstate, message } => ItemOutcome {
+                outcome: "stuck",
+                sqlstate: Some(sqlstate.clone()),
+                message: Some(message.clone()),
+            },
+            Outcome::Cancelled {
+                sqlstate, message, ..
+            } => ItemOutcome {
+                outcome: "cancelled",
+                sqlstate: Some(sqlstate.clone()),
+                message: Some(message.clone()),
+            },
+        }
+    }
+}
+
+/// A batch's session lock: held from before its global transactions are recorded to the end of
+/// its drive, so that recovery leaves them to it.
+fn new_batch_id() -> Vec<u8> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: fills the buffer with random bytes.
+    let ok = unsafe { pg_sys::pg_strong_random(bytes.as_mut_ptr().cast(), bytes.len()) };
+    assert!(ok, "no random bytes");
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Runs a batch of two-leg global transactions of one protocol (TC/C or Saga) as one drive:
+/// recorded set-wise, then every round one call per node and participant function for all of
+/// them. Each item keeps every guarantee of a global transaction of its own (its gtid, its
+/// outcome, its recovery); an item refused before anything is recorded answers `rejected`.
+pub fn run_batch(
+    owner: Oid,
+    items: Vec<Result<Request, WalletError>>,
+    protocol: Protocol,
+    timeout_micros: i64,
+) -> WalletResult<Vec<ItemOutcome>> {
+    let mut answers: Vec<Option<ItemOutcome>> = vec![None; items.len()];
+    let mut planned: Vec<(usize, Request, Vec<protocol::BranchPlan>)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (k, item) in items.into_iter().enumerate() {
+        let checked = item.and_then(|r| {
+            if !seen.insert(r.gtid.clone()) {
+                return Err(WalletError::invalid_argument(
+                    "gtids",
+                    format!("{} appears twice in the batch", Text(r.gtid.clone())),
+                ));
+            }
+            let plan = protocol::plan_for(&r.legs, protocol)?;
+            Ok((r, plan))
+        });
+        match checked {
+            Ok((r, plan)) => planned.push((k, r, plan)),
+            Err(e) => answers[k] = Some(ItemOutcome::rejected(&e)),
+        }
+    }
+    let batch = new_batch_id();
+    let recorded = step(owner, |conn| {
+        let mut known: std::collections::HashMap<String, bool> = Default::default();
+        let mut valid = Vec::new();
+        for (k, r, plan) in &planned {
+            let unknown = plan.iter().map(|b| b.node.as_str()).find(|&node| {
+                node != LOCAL
+                    && !*known
+                        .entry(node.to_string())
+                        .or_insert_with(|| nodes::exists(node))
+            });
+            match unknown {
+                Some(node) => {
+                    answers[*k] = Some(ItemOutcome::rejected(&WalletError::UnknownNode {
+                        node: Text::from(node),
+                    }))
+                }
+                None => valid.push((*k, r, plan.as_slice())),
+            }
+        }
+        locks::lock_for_session(LockClass::Batch, &batch, true)?;
+        let rows: Vec<(&Request, &[protocol::BranchPlan])> =
+            valid.iter().map(|(_, r, p)| (*r, *p)).collect();
+        let new = insert_batch(conn, protocol, timeout_micros, &batch, &rows);
+        // The others are repeats: the same global transaction again, or another under its gtid.
+        let repeats: Vec<(usize, &Request)> = valid
+            .iter()
+            .filter(|(_, r, _)| !new.contains(&r.gtid))
+            .map(|(k, r, _)| (*k, *r))
+            .collect();
+        let ids: Vec<Vec<u8>> = repeats.iter().map(|(_, r)| r.gtid.clone()).collect();
+        let mut claimed = Vec::new();
+        for ((k, r), existing) in repeats.iter().zip(load_many(conn, &ids)?) {
+            let Some(existing) = existing else { continue };
+            if existing.protocol != protocol || existing.legs != r.legs {
+                answers[*k] = Some(ItemOutcome::rejected(&WalletError::GtidReused {
+                    gtid: Text(r.gtid.clone()),
+                    existing: describe(&existing.protocol, &existing.legs),
+                }));
+            } else if existing.finished || existing.outcome.is_some() {
+                answers[*k] = Some(ItemOutcome::of(&outcome_of(&existing)));
+            } else if claim_for_recovery(&r.gtid, existing.batch.as_deref())? {
+                claimed.push(r.gtid.clone());
+            } else {
+                answers[*k] = Some(ItemOutcome::of(&Outcome::Busy));
+            }
+        }
+        Ok((new, claimed))
+    });
+    let (new, claimed) = match recorded {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = locks::unlock_session(LockClass::Batch, &batch);
+            return Err(e);
+        }
+    };
+    let release = || {
+        let _ = locks::unlock_session(LockClass::Batch, &batch);
+        for g in &claimed {
+            let _ = locks::unlock_session(LockClass::GlobalTransaction, g);
+        }
+    };
+    let driven_ids: Vec<Vec<u8>> = planned
+        .iter()
+        .filter(|(k, r, _)| {
+            answers[*k].is_none() && (new.contains(&r.gtid) || claimed.contains(&r.gtid))
+        })
+        .map(|(_, r, _)| r.gtid.clone())
+        .collect();
+    let driven = PgTryBuilder::new(|| drive(owner, &driven_ids, false))
+        .catch_others(|e| {
+            // An ERROR of Postgres: the batch's global transactions go to recovery.
+            release();
+            e.rethrow()
+        })
+        .execute();
+    release();
+    let state = driven?;
+    let by_gtid: std::collections::HashMap<&[u8], &Gtx> = state
+        .iter()
+        .flatten()
+        .map(|g| (g.gtid.as_slice(), g))
+        .collect();
+    for (k, r, _) in &planned {
+        if answers[*k].is_none() {
+            answers[*k] = Some(match by_gtid.get(r.gtid.as_slice()) {
+                Some(g) => ItemOutcome::of(&outcome_of(g)),
+                None => ItemOutcome::of(&Outcome::Busy),
+            });
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every item answered"))
+        .collect())
 }
 
 fn describe(protocol: &Protocol, legs: &[Leg]) -> String {
@@ -592,41 +871,30 @@ fn sweep_prepared(owner: Oid) -> WalletResult<i64> {
 
 /// Recovery: drives every unfinished global transaction no session is driving (at most
 /// `limit`), one at a time; returns how many finished and how many are still unfinished.
+/// Global transactions recovery drives together (their calls to a node go as one).
+const RECOVERY_GROUP: usize = 64;
+
+/// Recovery: drives every unfinished global transaction no session is driving (at most
+/// `limit`), in groups; returns how many finished and how many are still unfinished.
 pub fn recover(owner: Oid, limit: i32) -> WalletResult<(i64, i64)> {
-    let candidates: Vec<Vec<u8>> = step(owner, |conn| {
+    let candidates: Vec<(Vec<u8>, Option<Vec<u8>>)> = step(owner, |conn| {
         let rows = conn.execute(&LEDGER_CANDIDATES, &[limit.into_datum()]);
-        Ok((0..rows.len()).filter_map(|r| rows.bytes(r, 1)).collect())
+        Ok((0..rows.len())
+            .filter_map(|r| rows.bytes(r, 1).map(|g| (g, rows.bytes(r, 2))))
+            .collect())
     })?;
     let mut finished = 0;
-    for gtid in candidates {
-        let claimed = step(owner, |_| {
-            locks::lock_for_session(LockClass::GlobalTransaction, &gtid, false)
-        })?;
-        if !claimed {
-            continue; // its coordinator (or another recovery) is at work
-        }
-        let claim = Claim(&gtid);
-        let driven = PgTryBuilder::new(|| drive(owner, std::slice::from_ref(&gtid), true))
-            .catch_others(|e| {
-                let _ = locks::unlock_session(LockClass::GlobalTransaction, &gtid);
-                e.rethrow()
-            })
-            .execute();
-        drop(claim);
-        match driven {
-            Ok(state) => {
-                if let Some(Some(g)) = state.first() {
-                    finished += i64::from(g.finished);
+    for group in candidates.chunks(RECOVERY_GROUP) {
+        let claimed: Vec<Vec<u8>> = step(owner, |_| {
+            let mut claimed = Vec::new();
+            for (gtid, batch) in group {
+                if claim_for_recovery(gtid, batch.as_deref())? {
+                    claimed.push(gtid.clone());
                 }
             }
-            // An ERROR of Postgres in one of its steps: left for the next round, the others
-            // go on.
-            Err(WalletError::Remote { sqlstate, message }) => pgrx::warning!(
-                "recovery of global transaction {} stopped for this round ({sqlstate}): {message}",
-                Text(gtid.clone())
-            ),
-            Err(e) => return Err(e),
-        }
+            Ok(claimed)
+        })?;
+        finished += recover_group(owner, &claimed)?;
     }
     sweep_prepared(owner)?;
     let unfinished = step(owner, |conn| {
@@ -634,4 +902,81 @@ pub fn recover(owner: Oid, limit: i32) -> WalletResult<(i64, i64)> {
         Ok(rows.get::<i64>(0, 1).unwrap_or(0))
     })?;
     Ok((finished, unfinished))
+}
+
+/// Claims a global transaction for recovery: no session drives it, neither its coordinator nor
+/// (for one of a batch) the batch's session.
+fn claim_for_recovery(gtid: &[u8], batch: Option<&[u8]>) -> WalletResult<bool> {
+    if !locks::lock_for_session(LockClass::GlobalTransaction, gtid, false)? {
+        return Ok(false); // its coordinator (or another recovery) is at work
+    }
+    if let Some(batch) = batch {
+        if !locks::lock_for_session(LockClass::Batch, batch, false)? {
+            locks::unlock_session(LockClass::GlobalTransaction, gtid)?;
+            return Ok(false); // its batch's session is at work
+        }
+        // Gone: that session cannot come back.
+        locks::unlock_session(LockClass::Batch, batch)?;
+    }
+    Ok(true)
+}
+
+/// Drives a group of claimed global transactions together, then releases them; one whose step
+/// meets a Postgres ERROR is driven again alone, so that it cannot hold the others back. Returns
+/// how many finished.
+fn recover_group(owner: Oid, claimed: &[Vec<u8>]) -> WalletResult<i64> {
+    let release = |gtids: &[Vec<u8>]| {
+        for g in gtids {
+            let _ = locks::unlock_session(LockClass::GlobalTransaction, g);
+        }
+    };
+    let driven = PgTryBuilder::new(|| drive(owner, claimed, true))
+        .catch_others(|e| {
+            release(claimed);
+            e.rethrow()
+        })
+        .execute();
+    let result = match driven {
+        Ok(state) => Ok(state.iter().flatten().map(|g| i64::from(g.finished)).sum()),
+        Err(WalletError::Remote { .. }) if claimed.len() > 1 => {
+            let mut finished = 0;
+            for gtid in claimed {
+                finished += recover_one(owner, gtid)?;
+            }
+            Ok(finished)
+        }
+        Err(WalletError::Remote { sqlstate, message }) => {
+            warn_stopped(&claimed[0], &sqlstate, &message);
+            Ok(0)
+        }
+        Err(e) => Err(e),
+    };
+    release(claimed);
+    result
+}
+
+/// One global transaction of a group that met an ERROR, driven alone (still claimed).
+fn recover_one(owner: Oid, gtid: &[u8]) -> WalletResult<i64> {
+    let driven = PgTryBuilder::new(|| drive(owner, &[gtid.to_vec()], true))
+        .catch_others(|e| {
+            let _ = locks::unlock_session(LockClass::GlobalTransaction, gtid);
+            e.rethrow()
+        })
+        .execute();
+    match driven {
+        Ok(state) => Ok(state.iter().flatten().map(|g| i64::from(g.finished)).sum()),
+        // An ERROR of Postgres in one of its steps: left for the next round, the others go on.
+        Err(WalletError::Remote { sqlstate, message }) => {
+            warn_stopped(gtid, &sqlstate, &message);
+            Ok(0)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn warn_stopped(gtid: &[u8], sqlstate: &str, message: &str) {
+    pgrx::warning!(
+        "recovery of global transaction {} stopped for this round ({sqlstate}): {message}",
+        Text(gtid.to_vec())
+    );
 }

@@ -52,25 +52,25 @@ query!(
     true
 );
 query!(
-    LEDGER_DECIDE_MANY,
+    LEDGER_UPDATE_MANY,
     39,
-    "ledger_decide_many.sql",
-    [TA, TA, TA, TA],
+    "ledger_update_many.sql",
+    [TA, TA, TA, TA, TA, TA, T, TA, TA],
     true
 );
 query!(
-    LEDGER_NOTE_MANY,
-    40,
-    "ledger_note_many.sql",
-    [TA, TA, TA, TA],
-    true
+    LEDGER_INSERT_BATCH,
+    47,
+    "ledger_insert_batch.sql",
+    [TA, TA, IA, TA, IA, IA, T, I8, T],
+    false
 );
 query!(
-    LEDGER_FINISH_MANY,
-    41,
-    "ledger_finish_many.sql",
-    [TA, TA, T, TA, TA],
-    true
+    LEDGER_BRANCH_INSERT_BATCH,
+    48,
+    "ledger_branch_insert_batch.sql",
+    [TA, I4A, TA, IA, IA, IA],
+    false
 );
 query!(
     COORDINATOR_IDENTITY,
@@ -86,10 +86,10 @@ pub const KEPT: &[&Kept] = &[
     &LEDGER_GET_MANY,
     &LEDGER_BRANCHES_MANY,
     &LEDGER_BRANCH_SET_MANY,
-    &LEDGER_DECIDE_MANY,
-    &LEDGER_NOTE_MANY,
-    &LEDGER_FINISH_MANY,
+    &LEDGER_UPDATE_MANY,
     &COORDINATOR_IDENTITY,
+    &LEDGER_INSERT_BATCH,
+    &LEDGER_BRANCH_INSERT_BATCH,
 ];
 
 // ---- the ledger, as the engine reads it --------------------------------------------------------
@@ -113,11 +113,15 @@ pub(super) struct Gtx {
     pub(super) outcome: Option<String>,
     pub(super) currency: Option<Vec<u8>>,
     pub(super) timeout_micros: i64,
+    /// No confirm decision after this (microseconds since the Unix epoch).
+    pub(super) decide_by_micros: i64,
     pub(super) past_deadline: bool,
     pub(super) finished: bool,
     pub(super) legs: Vec<Leg>,
     pub(super) error: Option<(String, String)>,
     pub(super) branches: Vec<Branch>,
+    /// The batch it came in (transfer_across_batch), whose session drives it while it lives.
+    pub(super) batch: Option<Vec<u8>>,
 }
 
 pub(super) fn corrupt(what: &str) -> WalletError {
@@ -127,7 +131,7 @@ pub(super) fn corrupt(what: &str) -> WalletError {
 }
 
 /// A text[] datum of `items` (bytes in the database encoding; None for NULL).
-fn texts<'a>(items: impl Iterator<Item = Option<&'a [u8]>>) -> Datum {
+pub(super) fn texts<'a>(items: impl Iterator<Item = Option<&'a [u8]>>) -> Datum {
     let (datums, nulls): (Vec<Datum>, Vec<bool>) = items
         .map(|t| match t {
             Some(b) => (text_datum(b), false),
@@ -182,6 +186,16 @@ pub(super) fn load_many(conn: &Connection, gtids: &[Vec<u8>]) -> WalletResult<Ve
     Ok(gtids.iter().map(|g| found.remove(g)).collect())
 }
 
+impl Gtx {
+    /// Whether its decision deadline has passed, now.
+    pub(super) fn check_deadline(&mut self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| d.as_micros() as i64);
+        self.past_deadline = now > self.decide_by_micros;
+    }
+}
+
 /// A row of ledger_get_many.sql.
 fn gtx_of_row(rows: &crate::spi::Rows, r: usize) -> WalletResult<Gtx> {
     let text = |c: usize| {
@@ -220,11 +234,17 @@ fn gtx_of_row(rows: &crate::spi::Rows, r: usize) -> WalletResult<Gtx> {
         outcome: text(4),
         currency: rows.bytes(r, 5),
         timeout_micros: rows.get(r, 6).unwrap_or(0),
-        past_deadline: rows.get(r, 7).unwrap_or(true),
+        decide_by_micros: rows.get(r, 7).unwrap_or(0),
+        past_deadline: true,
         finished: rows.get(r, 8).unwrap_or(false),
         legs,
         error,
         branches: Vec::new(),
+        batch: rows.bytes(r, 14),
+    })
+    .map(|mut g: Gtx| {
+        g.check_deadline();
+        g
     })
 }
 
@@ -268,20 +288,27 @@ fn branch_of_row(rows: &crate::spi::Rows, r: usize) -> WalletResult<Branch> {
 type Error = Option<(String, String)>;
 
 /// What one step changes in the ledger, per global transaction and branch, merged: written by
-/// [`flush`] in four statements whatever the number of global transactions, or dropped by
+/// [`flush`] in two statements whatever the number of global transactions, or dropped by
 /// [`discard`] when the step rolls back.
 #[derive(Default)]
 struct Writes {
     /// (gtid, branch_no) -> (status, the last error, answers recorded)
     branches: BTreeMap<(Vec<u8>, i32), (BranchStatus, Error, i32)>,
-    /// gtid -> (the first currency, the first error)
-    notes: BTreeMap<Vec<u8>, (Option<Vec<u8>>, Error)>,
-    /// gtid -> (the phase decided, the first reason)
-    decides: BTreeMap<Vec<u8>, (Phase, Error)>,
-    /// gtid -> (outcome, the error of a stuck one)
-    finishes: BTreeMap<Vec<u8>, (String, Error)>,
+    /// gtid -> what the step changed of it
+    gtxs: BTreeMap<Vec<u8>, GtxWrite>,
     /// whether recovery finishes them (else their coordinator)
     by_recovery: bool,
+}
+
+/// A step's changes of one global transaction: the first currency and reason learnt, the
+/// decision, the end (with a stuck one's error).
+#[derive(Default)]
+struct GtxWrite {
+    currency: Option<Vec<u8>>,
+    reason: Error,
+    phase: Option<Phase>,
+    outcome: Option<String>,
+    stuck: Error,
 }
 
 thread_local! {
@@ -317,14 +344,12 @@ pub(super) fn note(g: &mut Gtx, currency: Option<&[u8]>, error: Option<&(String,
     if g.error.is_none() {
         g.error = error.cloned();
     }
-    WRITES.with(|w| {
-        let mut w = w.borrow_mut();
-        let entry = w.notes.entry(g.gtid.clone()).or_insert((None, None));
-        if entry.0.is_none() {
-            entry.0 = currency.map(<[u8]>::to_vec);
+    change(g, |w| {
+        if w.currency.is_none() {
+            w.currency = currency.map(<[u8]>::to_vec);
         }
-        if entry.1.is_none() {
-            entry.1 = error.cloned();
+        if w.reason.is_none() {
+            w.reason = error.cloned();
         }
     });
 }
@@ -334,12 +359,10 @@ pub(super) fn decide(g: &mut Gtx, phase: Phase, reason: Option<(String, String)>
     if g.error.is_none() {
         g.error = reason.clone();
     }
-    WRITES.with(|w| {
-        let mut w = w.borrow_mut();
-        let entry = w.decides.entry(g.gtid.clone()).or_insert((phase, None));
-        entry.0 = phase;
-        if entry.1.is_none() {
-            entry.1 = reason;
+    change(g, |w| {
+        w.phase = Some(phase);
+        if w.reason.is_none() {
+            w.reason = reason;
         }
     });
 }
@@ -355,95 +378,47 @@ pub(super) fn finish(
     if outcome == "stuck" {
         g.error = error.clone();
     }
-    WRITES.with(|w| {
-        let mut w = w.borrow_mut();
-        w.by_recovery = recovering;
-        w.finishes
-            .insert(g.gtid.clone(), (outcome.to_string(), error));
+    WRITES.with(|w| w.borrow_mut().by_recovery = recovering);
+    change(g, |w| {
+        w.outcome = Some(outcome.to_string());
+        w.stuck = if outcome == "stuck" { error } else { None };
     });
 }
 
-/// Writes what the step changed: the notes first, then the decisions, the ends and the branches
-/// (the order in which each global transaction learnt them).
+fn change(g: &Gtx, f: impl FnOnce(&mut GtxWrite)) {
+    WRITES.with(|w| f(w.borrow_mut().gtxs.entry(g.gtid.clone()).or_default()));
+}
+
+/// Writes what the step changed: each global transaction's row once, then the branches'.
 pub(super) fn flush(conn: &Connection) {
     let w = WRITES.with(|w| std::mem::take(&mut *w.borrow_mut()));
-    let sqlstates = |e: &Error| e.as_ref().map(|e| e.0.as_bytes().to_vec());
-    let messages = |e: &Error| e.as_ref().map(|e| e.1.as_bytes().to_vec());
-    if !w.notes.is_empty() {
-        let (gtids, rest): (Vec<&Vec<u8>>, Vec<&(Option<Vec<u8>>, Error)>) = w.notes.iter().unzip();
+    if !w.gtxs.is_empty() {
+        let (gtids, rows): (Vec<&Vec<u8>>, Vec<&GtxWrite>) = w.gtxs.iter().unzip();
+        let column = |f: &dyn Fn(&GtxWrite) -> Option<Vec<u8>>| {
+            let values: Vec<Option<Vec<u8>>> = rows.iter().map(|r| f(r)).collect();
+            texts(values.iter().map(Option::as_deref))
+        };
+        let part = |e: &Error, k: usize| {
+            e.as_ref()
+                .map(|e| if k == 0 { e.0.clone() } else { e.1.clone() }.into_bytes())
+        };
         conn.execute(
-            &LEDGER_NOTE_MANY,
+            &LEDGER_UPDATE_MANY,
             &[
                 Some(texts(gtids.iter().map(|g| Some(g.as_slice())))),
-                Some(texts(rest.iter().map(|(c, _)| c.as_deref()))),
-                Some(texts(
-                    rest.iter()
-                        .map(|(_, e)| sqlstates(e))
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(|v| v.as_deref()),
-                )),
-                Some(texts(
-                    rest.iter()
-                        .map(|(_, e)| messages(e))
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(|v| v.as_deref()),
-                )),
-            ],
-        );
-    }
-    if !w.decides.is_empty() {
-        let (gtids, rest): (Vec<&Vec<u8>>, Vec<&(Phase, Error)>) = w.decides.iter().unzip();
-        conn.execute(
-            &LEDGER_DECIDE_MANY,
-            &[
-                Some(texts(gtids.iter().map(|g| Some(g.as_slice())))),
-                Some(texts(rest.iter().map(|(p, _)| Some(p.as_str().as_bytes())))),
-                Some(texts(
-                    rest.iter()
-                        .map(|(_, e)| sqlstates(e))
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(|v| v.as_deref()),
-                )),
-                Some(texts(
-                    rest.iter()
-                        .map(|(_, e)| messages(e))
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(|v| v.as_deref()),
-                )),
-            ],
-        );
-    }
-    if !w.finishes.is_empty() {
-        let (gtids, rest): (Vec<&Vec<u8>>, Vec<&(String, Error)>) = w.finishes.iter().unzip();
-        conn.execute(
-            &LEDGER_FINISH_MANY,
-            &[
-                Some(texts(gtids.iter().map(|g| Some(g.as_slice())))),
-                Some(texts(rest.iter().map(|(o, _)| Some(o.as_bytes())))),
+                Some(column(&|r| r.currency.clone())),
+                Some(column(&|r| part(&r.reason, 0))),
+                Some(column(&|r| part(&r.reason, 1))),
+                Some(column(&|r| r.phase.map(|p| p.as_str().as_bytes().to_vec()))),
+                Some(column(&|r| r.outcome.clone().map(String::into_bytes))),
                 (if w.by_recovery {
                     "recovery"
                 } else {
                     "coordinator"
                 })
                 .into_datum(),
-                Some(texts(
-                    rest.iter()
-                        .map(|(_, e)| sqlstates(e))
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(|v| v.as_deref()),
-                )),
-                Some(texts(
-                    rest.iter()
-                        .map(|(_, e)| messages(e))
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(|v| v.as_deref()),
-                )),
+                Some(column(&|r| part(&r.stuck, 0))),
+                Some(column(&|r| part(&r.stuck, 1))),
             ],
         );
     }
@@ -452,6 +427,15 @@ pub(super) fn flush(conn: &Connection) {
             w.branches.iter().unzip();
         let numbers: Vec<Option<i32>> = keys.iter().map(|(_, n)| Some(*n)).collect();
         let answers: Vec<Option<i32>> = rest.iter().map(|(_, _, n)| Some(*n)).collect();
+        let errors = |k: usize| -> Vec<Option<Vec<u8>>> {
+            rest.iter()
+                .map(|(_, e, _)| {
+                    e.as_ref()
+                        .map(|e| if k == 0 { e.0.clone() } else { e.1.clone() }.into_bytes())
+                })
+                .collect()
+        };
+        let (sqlstates, messages) = (errors(0), errors(1));
         conn.execute(
             &LEDGER_BRANCH_SET_MANY,
             &[
@@ -460,20 +444,8 @@ pub(super) fn flush(conn: &Connection) {
                 Some(texts(
                     rest.iter().map(|(s, _, _)| Some(s.as_str().as_bytes())),
                 )),
-                Some(texts(
-                    rest.iter()
-                        .map(|(_, e, _)| sqlstates(e))
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(|v| v.as_deref()),
-                )),
-                Some(texts(
-                    rest.iter()
-                        .map(|(_, e, _)| messages(e))
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(|v| v.as_deref()),
-                )),
+                Some(texts(sqlstates.iter().map(Option::as_deref))),
+                Some(texts(messages.iter().map(Option::as_deref))),
                 answers.into_datum(),
             ],
         );
@@ -553,4 +525,76 @@ pub(super) fn insert(
         );
     }
     Ok(())
+}
+
+/// Records a batch's new global transactions (two legs each) and their branches, set-wise;
+/// returns which of them were new (the others existed already).
+pub(super) fn insert_batch(
+    conn: &Connection,
+    protocol: Protocol,
+    timeout_micros: i64,
+    batch: &[u8],
+    items: &[(&Request, &[protocol::BranchPlan])],
+) -> std::collections::HashSet<Vec<u8>> {
+    let leg = |r: &Request, k: usize| r.legs[k].clone();
+    let gtids = texts(items.iter().map(|(r, _)| Some(r.gtid.as_slice())));
+    let from_nodes = texts(items.iter().map(|(r, _)| Some(r.legs[0].node.as_bytes())));
+    let to_nodes = texts(items.iter().map(|(r, _)| Some(r.legs[1].node.as_bytes())));
+    let from_accounts: Vec<Option<i64>> = items
+        .iter()
+        .map(|(r, _)| Some(leg(r, 0).account_id))
+        .collect();
+    let to_accounts: Vec<Option<i64>> = items
+        .iter()
+        .map(|(r, _)| Some(leg(r, 1).account_id))
+        .collect();
+    let amounts: Vec<Option<i64>> = items.iter().map(|(r, _)| Some(leg(r, 1).amount)).collect();
+    let rows = conn.execute(
+        &LEDGER_INSERT_BATCH,
+        &[
+            Some(gtids),
+            Some(from_nodes),
+            from_accounts.into_datum(),
+            Some(to_nodes),
+            to_accounts.into_datum(),
+            amounts.into_datum(),
+            protocol.as_str().into_datum(),
+            timeout_micros.into_datum(),
+            Some(text_datum(batch)),
+        ],
+    );
+    let new: std::collections::HashSet<Vec<u8>> =
+        (0..rows.len()).filter_map(|r| rows.bytes(r, 1)).collect();
+    let mut b_gtids: Vec<&[u8]> = Vec::new();
+    let mut b_numbers: Vec<Option<i32>> = Vec::new();
+    let mut b_nodes: Vec<&[u8]> = Vec::new();
+    let mut b_debits: Vec<Option<i64>> = Vec::new();
+    let mut b_credits: Vec<Option<i64>> = Vec::new();
+    let mut b_amounts: Vec<Option<i64>> = Vec::new();
+    for (r, plan) in items.iter().filter(|(r, _)| new.contains(&r.gtid)) {
+        for (i, b) in plan.iter().enumerate() {
+            // Two legs make one posting per branch.
+            let p = &b.postings[0];
+            b_gtids.push(&r.gtid);
+            b_numbers.push(Some(i as i32 + 1));
+            b_nodes.push(b.node.as_bytes());
+            b_debits.push(p.debit_account_id);
+            b_credits.push(p.credit_account_id);
+            b_amounts.push(Some(p.amount));
+        }
+    }
+    if !b_gtids.is_empty() {
+        conn.execute(
+            &LEDGER_BRANCH_INSERT_BATCH,
+            &[
+                Some(texts(b_gtids.into_iter().map(Some))),
+                b_numbers.into_datum(),
+                Some(texts(b_nodes.into_iter().map(Some))),
+                b_debits.into_datum(),
+                b_credits.into_datum(),
+                b_amounts.into_datum(),
+            ],
+        );
+    }
+    new
 }

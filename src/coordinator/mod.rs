@@ -120,31 +120,14 @@ entry_point!(
     &[TEXT, TEXT, INT8, TEXT, INT8, INT8, INTERVAL, TEXT, TEXT],
     |args| {
         let gtid = args.text(0);
-        let amount = args.i64(5);
         let legs = (|| {
-            let amount = transfer::check_amount(amount, args.i64(2))?;
-            let from_account = required(args.i64(2), "from_account_id")?;
-            let to_account = required(args.i64(4), "to_account_id")?;
-            let from_node = utf8(required(args.text(1), "from_node")?, "from_node")?.to_string();
-            let to_node = utf8(required(args.text(3), "to_node")?, "to_node")?.to_string();
-            if from_node == to_node && from_account == to_account {
-                return Err(WalletError::SameAccount {
-                    account_id: from_account,
-                    amount,
-                });
-            }
-            Ok(vec![
-                Leg {
-                    node: from_node,
-                    account_id: from_account,
-                    amount: -amount,
-                },
-                Leg {
-                    node: to_node,
-                    account_id: to_account,
-                    amount,
-                },
-            ])
+            two_legs(
+                args.text(1),
+                args.i64(2),
+                args.text(3),
+                args.i64(4),
+                args.i64(5),
+            )
         })();
         let request = request(gtid, legs, args.interval_micros(6), args.text(8))?;
         let procedure = Procedure::open(args.fcinfo(), "transfer_across")?;
@@ -203,6 +186,129 @@ entry_point!(
         )))
     }
 );
+
+// CALL wallet.transfer_across_batch(gtids, from_nodes, from_account_ids, to_nodes,
+//     to_account_ids, amounts, protocol, timeout, INOUT outcomes, INOUT sqlstates, INOUT messages)
+entry_point!(
+    wallet_transfer_across_batch,
+    pg_finfo_wallet_transfer_across_batch,
+    &[
+        TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, INT8_ARRAY, INT8_ARRAY, TEXT, INTERVAL,
+        TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY
+    ],
+    |args| {
+        let gtids = required(args.text_array(0, "gtids")?, "gtids")?;
+        let from_nodes = required(args.text_array(1, "from_nodes")?, "from_nodes")?;
+        let from_accounts = required(args.i64_array(2, "from_account_ids")?, "from_account_ids")?;
+        let to_nodes = required(args.text_array(3, "to_nodes")?, "to_nodes")?;
+        let to_accounts = required(args.i64_array(4, "to_account_ids")?, "to_account_ids")?;
+        let amounts = required(args.i64_array(5, "amounts")?, "amounts")?;
+        let n = gtids.len();
+        if [
+            from_nodes.len(),
+            from_accounts.len(),
+            to_nodes.len(),
+            to_accounts.len(),
+            amounts.len(),
+        ]
+        .iter()
+        .any(|&m| m != n)
+        {
+            return Err(WalletError::invalid_argument(
+                "items",
+                "gtids, from_nodes, from_account_ids, to_nodes, to_account_ids and amounts must have the same length",
+            ));
+        }
+        if n > limits::BATCH_TRANSFERS_MAX {
+            return Err(WalletError::invalid_argument(
+                "items",
+                format!(
+                    "a batch has at most {} items, got {n}",
+                    limits::BATCH_TRANSFERS_MAX
+                ),
+            ));
+        }
+        // What every item shares is checked once: the call as a whole is refused for it.
+        let shared = request(
+            Some(b"batch"),
+            two_legs(Some(b"local"), Some(2), Some(b"local"), Some(3), Some(1)),
+            args.interval_micros(7),
+            args.text(6),
+        )?;
+        if shared.protocol == Protocol::TwoPhase {
+            return Err(WalletError::invalid_argument(
+                "protocol",
+                "a batch runs tcc or saga: under 2PC every item would hold its node's system account from its PREPARE to its commit, so the items of a batch would wait for each other",
+            ));
+        }
+        let items: Vec<WalletResult<Request>> = (0..n)
+            .map(|i| {
+                let legs = (|| {
+                    two_legs(
+                        from_nodes[i],
+                        from_accounts[i],
+                        to_nodes[i],
+                        to_accounts[i],
+                        amounts[i],
+                    )
+                })();
+                request(gtids[i], legs, args.interval_micros(7), args.text(6))
+            })
+            .collect();
+        let procedure = Procedure::open(args.fcinfo(), "transfer_across_batch")?;
+        let outcomes = engine::run_batch(
+            procedure.owner,
+            items,
+            shared.protocol,
+            shared.timeout_micros,
+        )?;
+        drop(procedure);
+        let column = |f: &dyn Fn(&engine::ItemOutcome) -> Option<String>| {
+            let values: Vec<Option<String>> = outcomes.iter().map(f).collect();
+            ledger::texts(values.iter().map(|v| v.as_deref().map(str::as_bytes)))
+        };
+        let values = [
+            Some(column(&|o| Some(o.outcome.to_string()))),
+            Some(column(&|o| o.sqlstate.clone())),
+            Some(column(&|o| o.message.clone())),
+        ];
+        Ok(Some(out_record(args.fcinfo(), &values)))
+    }
+);
+
+/// The two legs of a transfer from one account to another, checked as transfer_across checks
+/// them.
+fn two_legs(
+    from_node: Option<&[u8]>,
+    from_account: Option<i64>,
+    to_node: Option<&[u8]>,
+    to_account: Option<i64>,
+    amount: Option<i64>,
+) -> WalletResult<Vec<Leg>> {
+    let amount = transfer::check_amount(amount, from_account)?;
+    let from_account = required(from_account, "from_account_id")?;
+    let to_account = required(to_account, "to_account_id")?;
+    let from_node = utf8(required(from_node, "from_node")?, "from_node")?.to_string();
+    let to_node = utf8(required(to_node, "to_node")?, "to_node")?.to_string();
+    if from_node == to_node && from_account == to_account {
+        return Err(WalletError::SameAccount {
+            account_id: from_account,
+            amount,
+        });
+    }
+    Ok(vec![
+        Leg {
+            node: from_node,
+            account_id: from_account,
+            amount: -amount,
+        },
+        Leg {
+            node: to_node,
+            account_id: to_account,
+            amount,
+        },
+    ])
+}
 
 /// The record of a procedure's INOUT parameters (a procedure with any returns a record, even for
 /// one), from their datums (None for NULL).

@@ -13,6 +13,8 @@
 //! Declared in sql/coordinator.sql; each returns (item integer, sqlstate text, message text,
 //! value text).
 
+use std::collections::HashMap;
+
 use pgrx::pg_sys::{self, Datum};
 use pgrx::IntoDatum;
 use wallet_core::batch::{BatchInput, BatchResult};
@@ -33,7 +35,7 @@ query!(
     ACCOUNT_SETTLEMENT,
     29,
     "account_settlement.sql",
-    [pg_sys::INT8OID],
+    [pg_sys::INT8ARRAYOID],
     false
 );
 query!(
@@ -147,16 +149,22 @@ pub struct PostItem<'a> {
     pub linked: bool,
 }
 
-/// An account's currency and its currency's system account.
-fn settlement(conn: &Connection, account_id: i64) -> WalletResult<(Text, i64)> {
-    let rows = conn.execute(&ACCOUNT_SETTLEMENT, &[account_id.into_datum()]);
-    if rows.is_empty() {
-        return Err(WalletError::AccountNotFound { account_id });
-    }
-    match (rows.bytes(0, 1), rows.get::<i64>(0, 2)) {
-        (Some(currency), Some(system)) => Ok((Text(currency), system)),
-        _ => Err(WalletError::AccountNotFound { account_id }),
-    }
+/// The accounts' currencies and their currencies' system accounts, in one statement.
+fn settlements(conn: &Connection, account_ids: &[i64]) -> HashMap<i64, (Text, i64)> {
+    let ids: Vec<Option<i64>> = account_ids.iter().copied().map(Some).collect();
+    let rows = conn.execute(&ACCOUNT_SETTLEMENT, &[ids.into_datum()]);
+    (0..rows.len())
+        .filter_map(|r| {
+            match (
+                rows.get::<i64>(r, 1),
+                rows.bytes(r, 2),
+                rows.get::<i64>(r, 3),
+            ) {
+                (Some(id), Some(currency), Some(system)) => Some((id, (Text(currency), system))),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Posts the items as one batch (each global transaction's postings one linked chain); the
@@ -165,6 +173,11 @@ pub fn post_branch(conn: &Connection, items: &[PostItem]) -> WalletResult<Vec<Re
     check_items(items.len())?;
     let _tables = Tables::open(c"a wallet global transaction branch", Also::Nothing)?;
     // The system account standing in for a side left NULL, and each item's currency.
+    let accounts: Vec<i64> = items
+        .iter()
+        .filter_map(|item| item.debit_account_id.or(item.credit_account_id))
+        .collect();
+    let known = settlements(conn, &accounts);
     let mut resolved: Vec<Result<(i64, i64, Text), WalletError>> = Vec::with_capacity(items.len());
     for item in items {
         let account = item.debit_account_id.or(item.credit_account_id);
@@ -173,13 +186,16 @@ pub fn post_branch(conn: &Connection, items: &[PostItem]) -> WalletResult<Vec<Re
                 "debit_account_ids",
                 "the debit and credit accounts cannot both be NULL",
             )),
-            Some(account) => settlement(conn, account).map(|(currency, system)| {
-                (
-                    item.debit_account_id.unwrap_or(system),
-                    item.credit_account_id.unwrap_or(system),
-                    currency,
-                )
-            }),
+            Some(account) => match known.get(&account) {
+                None => Err(WalletError::AccountNotFound {
+                    account_id: account,
+                }),
+                Some((currency, system)) => Ok((
+                    item.debit_account_id.unwrap_or(*system),
+                    item.credit_account_id.unwrap_or(*system),
+                    currency.clone(),
+                )),
+            },
         });
     }
     let inputs: Vec<BatchInput> = items

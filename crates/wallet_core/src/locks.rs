@@ -17,6 +17,10 @@ pub enum LockClass {
     /// wallet.global_transactions), held by the session that drives it; a crashed backend's
     /// session locks vanish with it, which is how recovery knows the coordinator is gone.
     GlobalTransaction,
+    /// A batch of global transactions being driven by the session that started it (class:
+    /// wallet.branches), held by that session; recovery leaves a batch's global transactions to
+    /// it while it holds this lock.
+    Batch,
 }
 
 impl LockClass {
@@ -26,6 +30,7 @@ impl LockClass {
             LockClass::IdempotencyKey => "events",
             LockClass::Hold => "holds",
             LockClass::GlobalTransaction => "global_transactions",
+            LockClass::Batch => "branches",
         }
     }
 }
