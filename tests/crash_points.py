@@ -9,7 +9,8 @@ coordinator failing between two steps would; `kill`: the backend kills itself wi
 crashes and restarts the whole cluster A), and each direction of money (from A to B, from B to A,
 a transfer that B refuses, so that the cancel path runs, and one of three legs with two remote
 branches, p and q, whose answers come in the same round), one global transaction is started
-with the fault set. Then recovery runs (CALL wallet.recover(), until nothing is unfinished) and
+with the fault set; and for TC/C and Saga, a batch of three (out, in, refused) through
+transfer_across_batch at each point. Then recovery runs (CALL wallet.recover(), until nothing is unfinished) and
 these must hold, on both databases:
 
 - the global transaction is finished: confirmed or cancelled (never stuck: no branch refused);
@@ -161,6 +162,58 @@ def run_case(number, protocol, point, mode, direction):
     return outcome
 
 
+def run_batch_case(number, protocol, point, mode):
+    """A batch of three global transactions (out, in, refused) stopped at `point`."""
+    tag = f"cp-{number}-{protocol}-{point}-{mode}-batch"
+    amount = 100 + number
+    items = [(f"{tag}-out", ("local", 2, "p", 3), False),
+             (f"{tag}-in", ("p", 2, "local", 3), False),
+             (f"{tag}-refused", ("local", 2, "p", 4), True)]
+    before = balances()
+    fault = point if point.startswith("lose_answers") else f"{point}:{mode}"
+    conn = connect(DSN_C)
+    try:
+        conn.execute("SELECT set_config('wallet.fault', %s, false)", (fault,))
+        conn.execute("CALL wallet.transfer_across_batch(%s, %s, %s, %s, %s, %s, %s, %s::interval)",
+                     ([g for g, _, _ in items], [l[0] for _, l, _ in items], [l[1] for _, l, _ in items],
+                      [l[2] for _, l, _ in items], [l[3] for _, l, _ in items], [amount] * 3,
+                      protocol, "1 hour"))
+    except psycopg.Error:
+        pass
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+    connect(DSN_C).close()
+    recover()
+    after = balances()
+    expected = {}
+    outcomes = {}
+    for gtid, legs, refused in items:
+        row = one(DSN_C, "SELECT outcome, finished_at IS NOT NULL FROM wallet.global_transactions WHERE gtid = %s", (gtid,))
+        if row is None:
+            fail(f"{gtid}: not recorded")
+        outcome, finished = row
+        if not finished or outcome not in ("confirmed", "cancelled"):
+            fail(f"{gtid}: outcome {outcome}, finished {finished}")
+        if refused and outcome == "confirmed":
+            fail(f"{gtid}: confirmed although the credit account is closed")
+        outcomes[gtid] = outcome
+        if outcome == "confirmed":
+            src = ("c" if legs[0] == "local" else "p", legs[1])
+            dst = ("c" if legs[2] == "local" else "p", legs[3])
+            expected[src] = expected.get(src, 0) - amount
+            expected[dst] = expected.get(dst, 0) + amount
+    expected = {k: v for k, v in expected.items() if v != 0}
+    moved = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)
+             if after.get(k, 0) != before.get(k, 0)}
+    if moved != expected:
+        fail(f"{tag}: outcomes {outcomes}, but the balances moved {moved} (expected {expected})")
+    check_clean(tag)
+    return outcomes
+
+
 def main():
     setup()
     counts = {}
@@ -173,6 +226,14 @@ def main():
                     number += 1
                     outcome = run_case(number, protocol, point, mode, direction)
                     counts[(protocol, outcome)] = counts.get((protocol, outcome), 0) + 1
+    # Batches (TC/C and Saga): every item keeps every guarantee, whatever point stopped them.
+    for protocol in ("tcc", "saga"):
+        for point in POINTS:
+            modes = ["error"] if point.startswith("lose_answers") else ["error", "kill"]
+            for mode in modes:
+                number += 1
+                for outcome in run_batch_case(number, protocol, point, mode).values():
+                    counts[(f"{protocol} batch", outcome)] = counts.get((f"{protocol} batch", outcome), 0) + 1
     (kills,) = one(DSN_C, "SELECT count(*) FROM wallet.global_transactions WHERE finished_by = 'recovery'")
     print(f"crash points: {number} cases ({', '.join(f'{p} {o} {n}' for (p, o), n in sorted(counts.items()))}); "
           f"{kills} finished by recovery; every invariant held after each", flush=True)

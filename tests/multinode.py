@@ -4,7 +4,8 @@ the clusters).
 Three databases on two clusters: n1 and n2 on cluster A, n3 on cluster B, each with wallet_ext,
 20 funded accounts and every other node registered. Client threads on coordinators n1 (cluster
 A) and n3 (cluster B) call wallet.transfer_global with a random protocol (tcc, 2pc, saga) and two
-or three legs between random accounts of random nodes; some ask for more than the account holds
+or three legs between random accounts of random nodes, or now and then a batch of four two-leg
+ones (wallet.transfer_across_batch, TC/C or Saga); some ask for more than the account holds
 (refused), and some set wallet.fault so that the coordinator stops at a named point (an ERROR)
 or kills itself (SIGKILL: the whole cluster restarts). Meanwhile a killer thread crashes a whole
 cluster (kill -9 of the postmaster and its processes) at random moments and starts it again.
@@ -137,6 +138,49 @@ def client(coordinator, number):
         fault = None
         if rng.random() < 0.04:
             fault = f"{rng.choice(FAULT_POINTS)}:{'kill' if rng.random() < 0.1 else 'error'}"
+        if protocol != "2pc" and i % 5 == 0:
+            # A batch of four two-leg global transactions, each with its own outcome.
+            try:
+                conn.execute("SELECT set_config('wallet.fault', %s, false)", (fault or "",))
+                legs = [random_legs(rng, coordinator, 1) for _ in range(4)]
+                legs = [(n[:2], a[:2], [m[0], -m[0]] if m[0] < 0 else [-m[1], m[1]]) for n, a, m in legs]
+                gtids = [f"{gtid}.{k}" for k in range(4)]
+                outcomes, states, _ = conn.execute(
+                    "CALL wallet.transfer_across_batch(%s, %s, %s, %s, %s, %s, %s, %s::interval)",
+                    (gtids, [n[0] for n, _, _ in legs], [a[0] for _, a, _ in legs],
+                     [n[1] for n, _, _ in legs], [a[1] for _, a, _ in legs],
+                     [abs(m[0]) for _, _, m in legs], protocol, TIMEOUT)).fetchone()
+                with lock:
+                    by_protocol[protocol] += 1
+                    for g, o, st in zip(gtids, outcomes, states):
+                        if o == "confirmed":
+                            counts["confirmed"] += 1
+                            told_confirmed.append((coordinator, g))
+                        elif o in ("cancelled", "rejected"):
+                            counts["rejected"] += 1
+                            rejections[st] = rejections.get(st, 0) + 1
+                        elif o == "pending":
+                            counts["pending"] += 1
+                        else:
+                            fail(f"{g} ({protocol}, batch): outcome {o!r}")
+                continue
+            except psycopg.errors.Error as e:
+                state = e.sqlstate or ""
+                if conn.closed or conn.broken or state.startswith("08") or state.startswith("57P"):
+                    with lock:
+                        counts["faults" if fault and not conn.broken else "lost_connection"] += 1
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+                    time.sleep(0.1)
+                    conn = connect(coordinator)
+                    continue
+                if state in CONCURRENCY_STATES:
+                    with lock:
+                        rejections[state] = rejections.get(state, 0) + 1
+                    continue
+                fail(f"{gtid} ({protocol}, batch): unexpected error {state}: {e}")
         try:
             conn.execute("SELECT set_config('wallet.fault', %s, false)", (fault or "",))
             (outcome,) = conn.execute(

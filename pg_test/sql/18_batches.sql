@@ -1,0 +1,116 @@
+-- Batches of transfers between databases: wallet.transfer_across_batch runs many two-leg global
+-- transactions in one call (one drive, one call per node and participant function for all of
+-- them), each keeping its own gtid, outcome and recovery. Per item, in input order: an outcome
+-- (confirmed, cancelled, pending, stuck, or rejected before anything was recorded), the SQLSTATE
+-- and message of a refusal or cancel. The call itself raises only for what every item shares.
+\set VERBOSITY terse
+CREATE EXTENSION IF NOT EXISTS dblink;
+SELECT 'host=' || split_part(current_setting('unix_socket_directories'), ',', 1)
+       || ' port=' || current_setting('port') || ' user=' || current_user AS server \gset
+SELECT dblink_exec(:'server' || ' dbname=postgres', 'DROP DATABASE IF EXISTS wallet_regress_b2');
+SELECT dblink_exec(:'server' || ' dbname=postgres', 'CREATE DATABASE wallet_regress_b2');
+SELECT :'server' || ' dbname=wallet_regress_b2' AS b2 \gset
+SELECT dblink_exec(:'b2', 'CREATE EXTENSION wallet_ext');
+-- Here and on b2: a currency NOK (system account 1 on b2), two customers with 1,000 each, and a
+-- closed account.
+SELECT wallet.create_currency('NOK') AS nok_system \gset
+SELECT wallet.open_account('NOK', 'ada') AS ada \gset
+SELECT wallet.open_account('NOK', 'bo') AS bo \gset
+SELECT wallet.deposit(:ada, 1000) > 0 AS funded, wallet.deposit(:bo, 1000) > 0 AS funded;
+SELECT t.* FROM dblink(:'b2', $$SELECT wallet.create_currency('NOK'), wallet.open_account('NOK', 'cy'),
+                                       wallet.open_account('NOK', 'di'), wallet.open_account('NOK', 'shut'),
+                                       wallet.deposit(2, 1000), wallet.deposit(3, 1000), wallet.close_account(4)$$)
+    AS t (system bigint, cy bigint, di bigint, shut bigint, d1 bigint, d2 bigint, closed boolean);
+SELECT wallet.register_node('b2', :'b2');
+CREATE FUNCTION pg_temp.money(b2 text) RETURNS TABLE (here bigint, b2 bigint, total bigint) LANGUAGE sql AS $$
+    SELECT h, r.s, h + r.s
+      FROM (SELECT sum(balance)::bigint AS h FROM wallet.accounts WHERE NOT is_system AND currency = 'NOK') AS x,
+           dblink($1, $q$SELECT sum(balance)::bigint FROM wallet.accounts WHERE NOT is_system$q$) AS r (s bigint)
+$$;
+SELECT * FROM pg_temp.money(:'b2');
+
+-- TC/C: out to b2, in from b2, one refused for funds there, one into a closed account; and
+-- items refused before anything is recorded: an unknown node, the same account twice, no gtid,
+-- a gtid not printable ASCII, a gtid twice in the batch, an amount of 0.
+CALL wallet.transfer_across_batch(
+    ARRAY['bt-1', 'bt-2', 'bt-3', 'bt-4', 'bt-5', 'bt-6', NULL, 'bt-é', 'bt-1', 'bt-8'],
+    ARRAY['local', 'b2', 'b2', 'local', 'local', 'local', 'local', 'local', 'local', 'local'],
+    ARRAY[:ada, 2, 3, :bo, :ada, :ada, :ada, :ada, :ada, :ada]::bigint[],
+    ARRAY['b2', 'local', 'local', 'b2', 'nowhere', 'local', 'b2', 'b2', 'b2', 'b2'],
+    ARRAY[3, :bo, :ada, 4, 2, :ada, 2, 2, 2, 2]::bigint[],
+    ARRAY[100, 50, 5000, 10, 1, 1, 1, 1, 1, 0]::bigint[]);
+SELECT gtid, protocol, outcome, error_sqlstate, batch IS NOT NULL AS in_a_batch
+  FROM wallet.global_transactions WHERE gtid LIKE 'bt-%' ORDER BY gtid;
+SELECT * FROM pg_temp.money(:'b2');
+SELECT wallet.balance(:ada) AS ada, wallet.balance(:bo) AS bo;
+-- The same batch again: every item answers as before, nothing moves twice.
+CALL wallet.transfer_across_batch(
+    ARRAY['bt-1', 'bt-2', 'bt-3', 'bt-4'], ARRAY['local', 'b2', 'b2', 'local'],
+    ARRAY[:ada, 2, 3, :bo]::bigint[], ARRAY['b2', 'local', 'local', 'b2'],
+    ARRAY[3, :bo, :ada, 4]::bigint[], ARRAY[100, 50, 5000, 10]::bigint[]);
+SELECT wallet.balance(:ada) AS ada, wallet.balance(:bo) AS bo;
+-- A gtid of the batch with other parameters: refused for that item (WA027), the others go on.
+CALL wallet.transfer_across_batch(ARRAY['bt-1', 'bt-9'], ARRAY['local', 'local'], ARRAY[:ada, :ada]::bigint[],
+                                  ARRAY['b2', 'b2'], ARRAY[3, 3]::bigint[], ARRAY[101, 7]::bigint[]);
+-- A single call with a batch item's gtid answers its outcome.
+CALL wallet.transfer_across('bt-2', 'b2', 2, 'local', :bo, 50);
+
+-- Saga: the postings go one branch after the other, paying node first; into a closed account
+-- the credit is refused and the debit compensated (its reverse transfer).
+CALL wallet.transfer_across_batch(
+    ARRAY['bs-1', 'bs-2', 'bs-3'], ARRAY['local', 'b2', 'local'], ARRAY[:ada, 3, :bo]::bigint[],
+    ARRAY['b2', 'local', 'b2'], ARRAY[2, :ada, 4]::bigint[], ARRAY[20, 30, 40]::bigint[], protocol => 'saga');
+SELECT gtid, outcome, error_sqlstate FROM wallet.global_transactions WHERE gtid LIKE 'bs-%' ORDER BY gtid;
+SELECT count(*) FILTER (WHERE event_type = 'transfer') AS transfers_here
+  FROM wallet.events WHERE idempotency_key LIKE 'gtx:%';
+SELECT * FROM pg_temp.money(:'b2');
+
+-- What every item shares is checked once, and refuses the call: 2PC (its items would wait for
+-- each other's prepared transactions on each node's system account), arrays of different
+-- lengths, more than 10,000 items, a timeout above the maximum; inside a transaction block (2D000).
+CALL wallet.transfer_across_batch(ARRAY['bp-1'], ARRAY['local'], ARRAY[:ada]::bigint[], ARRAY['b2'],
+                                  ARRAY[2]::bigint[], ARRAY[1]::bigint[], protocol => '2pc');
+\echo :LAST_ERROR_SQLSTATE
+CALL wallet.transfer_across_batch(ARRAY['bp-1', 'bp-2'], ARRAY['local'], ARRAY[:ada]::bigint[], ARRAY['b2'],
+                                  ARRAY[2]::bigint[], ARRAY[1]::bigint[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT array_fill('x'::text, ARRAY[10001]) AS many_t, array_fill(1::bigint, ARRAY[10001]) AS many_i \gset
+CALL wallet.transfer_across_batch(:'many_t', :'many_t', :'many_i', :'many_t', :'many_i', :'many_i');
+\echo :LAST_ERROR_SQLSTATE
+CALL wallet.transfer_across_batch(ARRAY['bp-1'], ARRAY['local'], ARRAY[:ada]::bigint[], ARRAY['b2'],
+                                  ARRAY[2]::bigint[], ARRAY[1]::bigint[], timeout => interval '100 years');
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+CALL wallet.transfer_across_batch(ARRAY['bp-1'], ARRAY['local'], ARRAY[:ada]::bigint[], ARRAY['b2'],
+                                  ARRAY[2]::bigint[], ARRAY[1]::bigint[]);
+ROLLBACK;
+SELECT count(*) AS recorded FROM wallet.global_transactions WHERE gtid LIKE 'bp-%';
+
+-- The coordinator stops after recording the batch (wallet.fault): its session's lock goes with
+-- the call, and recovery drives every item to its end (TC/C, not decided: cancelled).
+SET wallet.fault = 'after_record';
+CALL wallet.transfer_across_batch(ARRAY['bf-1', 'bf-2'], ARRAY['local', 'b2'], ARRAY[:ada, 2]::bigint[],
+                                  ARRAY['b2', 'local'], ARRAY[3, :bo]::bigint[], ARRAY[5, 6]::bigint[]);
+RESET wallet.fault;
+SELECT gtid, phase, outcome FROM wallet.global_transactions WHERE gtid LIKE 'bf-%' ORDER BY gtid;
+CALL wallet.recover();
+SELECT gtid, phase, outcome, finished_by FROM wallet.global_transactions WHERE gtid LIKE 'bf-%' ORDER BY gtid;
+-- Stopped right after the decisions: recovery confirms them.
+SET wallet.fault = 'after_decide';
+CALL wallet.transfer_across_batch(ARRAY['bf-3', 'bf-4'], ARRAY['local', 'b2'], ARRAY[:ada, 2]::bigint[],
+                                  ARRAY['b2', 'local'], ARRAY[3, :bo]::bigint[], ARRAY[7, 8]::bigint[]);
+RESET wallet.fault;
+CALL wallet.recover();
+SELECT gtid, phase, outcome, finished_by FROM wallet.global_transactions WHERE gtid LIKE 'bf-%' ORDER BY gtid;
+
+-- Both nodes: books balanced, replay = state, no pending hold; money conserved across them.
+SELECT * FROM pg_temp.money(:'b2');
+SELECT count(*) AS unfinished FROM wallet.global_transactions WHERE finished_at IS NULL;
+SELECT (SELECT count(*) FROM wallet.verify()) AS here, t.n AS b2
+  FROM dblink(:'b2', 'SELECT count(*) FROM wallet.verify()') AS t (n bigint);
+SELECT (SELECT count(*) FROM wallet.holds WHERE status = 'pending') AS pending_here, t.n AS pending_b2
+  FROM dblink(:'b2', $$SELECT count(*) FROM wallet.holds WHERE status = 'pending'$$) AS t (n bigint);
+SELECT (SELECT bool_and(total_balance = 0) FROM wallet.trial_balance()) AS balanced_here, t.ok AS balanced_b2
+  FROM dblink(:'b2', 'SELECT bool_and(total_balance = 0) FROM wallet.trial_balance()') AS t (ok boolean);
+SELECT wallet.remove_node('b2');
+SELECT dblink_exec(:'server' || ' dbname=postgres', 'DROP DATABASE wallet_regress_b2 WITH (FORCE)');
