@@ -18,7 +18,9 @@
 #     again 2 s later; then what m2 holds (prepared transactions, pending holds, a probe on the
 #     payer's account), and the time from m2's restart to the global transaction's end by recovery;
 #  4. what a reader summing the customers' money over here and n2 sees while 2-leg transfers run:
-#     the share of its samples that are off, and by how much at most.
+#     the share of its samples that are off, and by how much at most;
+#  5. batches (transfer_across_batch) of 1 to 8,000 transfers from here to n2, TC/C and Saga, 2
+#     clients, synchronous_commit on: transfers/s by batch size.
 #   BENCH_SECONDS (default 10)  BENCH_REPEAT (default 3)
 # Raw rows: $WALLET_WORK_DIR/bench-results/protocols.tsv; summary: protocols.md there.
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -239,6 +241,50 @@ EOF
         > /dev/null
     wait "$reader"
     tail -1 "$OUT/protocols-reader.tsv"
+done
+
+# ---- 5. batches of cross-node transfers ---------------------------------------------------------
+# transfer_across_batch from here to n2, uniform over the 10,000 accounts of each, 2 clients,
+# synchronous_commit on (a batch is one call: it commits a handful of times whatever its size);
+# transfers/s = calls/s x batch size. Sizes alternated in every repetition.
+printf 'protocol\tsize\trep\ttransfers_per_s\tavg_ms\tp99_ms\tcpu_us\n' > "$OUT/protocols-batch.tsv"
+for size in 1 10 100 1000 8000; do
+    for p in tcc saga; do
+        cat > "$SCRIPTS/batch-$p-$size.pgbench" <<EOF
+\\set r random(1, 1000000000)
+SELECT array_agg('$p-b$size-' || :client_id || '-' || :r || '-' || i) AS g, array_agg(2 + ((:r + i * 7919) % 10000)) AS a, array_agg(2 + ((:r::bigint * 3 + i * 104729) % 10000)) AS b, array_fill('local'::text, ARRAY[$size]) AS f, array_fill('n2'::text, ARRAY[$size]) AS t, array_fill(1::bigint, ARRAY[$size]) AS m FROM generate_series(1, $size) i \\gset
+CALL wallet.transfer_across_batch(:g::text[], :f::text[], :a::bigint[], :t::text[], :b::bigint[], :m::bigint[], '$p');
+EOF
+    done
+done
+batch_run() {  # batch_run PROTOCOL SIZE REP
+    local p="$1" size="$2" rep="$3" name="batch-$1-$2-$3" t0 t1
+    q bench -qc "CHECKPOINT"
+    t0=$(cluster_ticks)
+    rm -f "$OUT/plog-$name".*
+    PGOPTIONS="-c synchronous_commit=on" "$PG_BIN/pgbench" -n -M prepared -h "$SOCK" -p "$PORT" -U postgres \
+        -c 2 -j 2 -T "$SECONDS_PER_RUN" -l --log-prefix="$OUT/plog-$name" \
+        -f "$SCRIPTS/batch-$p-$size.pgbench" bench > "$OUT/p-$name.out" 2>&1 || { cat "$OUT/p-$name.out"; die "pgbench $name failed"; }
+    sleep 0.3
+    t1=$(cluster_ticks)
+    local tps count avg p99
+    tps="$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$OUT/p-$name.out")"
+    count="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$OUT/p-$name.out")"
+    [ "${count:-0}" -gt 0 ] || { cat "$OUT/p-$name.out" >&2; die "pgbench $name did nothing"; }
+    read -r avg p99 < <(cat "$OUT/plog-$name".* | awk '{print $3}' | sort -n |
+        awk '{v[NR]=$1; s+=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.1f %.1f\n", s/NR/1000, v[i]/1000}')
+    awk -v p="$p" -v n="$size" -v r="$rep" -v tps="$tps" -v avg="$avg" -v p99="$p99" -v c="$count" \
+        -v t="$((t1 - t0))" -v hz="$TICKS_PER_SECOND" \
+        'BEGIN {printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%.1f\n", p, n, r, tps * n, avg, p99, t * 1000000 / hz / (c * n)}' \
+        | tee -a "$OUT/protocols-batch.tsv"
+}
+batch_orders=("1 10 100 1000 8000" "8000 1000 100 10 1" "100 8000 1 1000 10")
+for rep in $(seq 1 "$REPEAT"); do
+    for size in ${batch_orders[$(( (rep - 1) % 3 ))]}; do
+        for p in tcc saga; do
+            batch_run "$p" "$size" "$rep"
+        done
+    done
 done
 
 log "consistency after the runs"

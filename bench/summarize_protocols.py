@@ -53,3 +53,14 @@ print("| protocol | samples | samples off | largest difference (minor units) |")
 print("|---|---|---|---|")
 for r in rows("protocols-reader.tsv"):
     print(f"| {r['protocol']} | {r['samples']} | {r['off']} ({100 * int(r['off']) / max(1, int(r['samples'])):.0f}%) | {r['max_off']} |")
+
+print("\n### Batches of cross-node transfers (transfer_across_batch, here -> n2, 2 clients, synchronous_commit on, medians)\n")
+print("| protocol | transfers per call | runs | transfers/s | avg ms per call | p99 ms per call | CPU µs/transfer |")
+print("|---|---|---|---|---|---|---|")
+batch = defaultdict(list)
+for r in rows("protocols-batch.tsv"):
+    batch[(r["protocol"], int(r["size"]))].append(r)
+for (p, n) in sorted(batch):
+    rs = batch[(p, n)]
+    m = lambda f: statistics.median(float(r[f]) for r in rs)
+    print(f"| {p} | {n:,} | {len(rs)} | {m('transfers_per_s'):,.0f} | {m('avg_ms'):.1f} | {m('p99_ms'):.1f} | {m('cpu_us'):.0f} |")

@@ -130,13 +130,7 @@ entry_point!(
             )
         })();
         let request = request(gtid, legs, args.interval_micros(6), args.text(8))?;
-        let procedure = Procedure::open(args.fcinfo(), "transfer_across")?;
-        let outcome = engine::run(procedure.owner, &request)?;
-        drop(procedure);
-        Ok(Some(out_record(
-            args.fcinfo(),
-            &[report(&request.gtid, outcome)?],
-        )))
+        run_one(args, &request, "transfer_across")
     }
 );
 
@@ -177,13 +171,7 @@ entry_point!(
                 .collect()
         })();
         let request = request(args.text(0), legs, args.interval_micros(5), args.text(4))?;
-        let procedure = Procedure::open(args.fcinfo(), "transfer_global")?;
-        let outcome = engine::run(procedure.owner, &request)?;
-        drop(procedure);
-        Ok(Some(out_record(
-            args.fcinfo(),
-            &[report(&request.gtid, outcome)?],
-        )))
+        run_one(args, &request, "transfer_global")
     }
 );
 
@@ -308,6 +296,21 @@ fn two_legs(
             amount,
         },
     ])
+}
+
+/// Runs one global transaction from procedure `name` and answers its outcome.
+fn run_one(
+    args: &crate::args::Args<'_>,
+    request: &Request,
+    name: &str,
+) -> WalletResult<Option<Datum>> {
+    let procedure = Procedure::open(args.fcinfo(), name)?;
+    let outcome = engine::run(procedure.owner, request)?;
+    drop(procedure);
+    Ok(Some(out_record(
+        args.fcinfo(),
+        &[report(&request.gtid, outcome)?],
+    )))
 }
 
 /// The record of a procedure's INOUT parameters (a procedure with any returns a record, even for

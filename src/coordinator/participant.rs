@@ -422,32 +422,34 @@ entry_point!(
     }
 );
 
+/// A participant function on (key, key) items: the items read, the calls made, the replies
+/// returned as its rows.
+fn on_pairs(
+    args: &crate::args::Args<'_>,
+    first: &'static str,
+    second: &'static str,
+    call: fn(&Connection, &[(&[u8], &[u8])]) -> WalletResult<Vec<Reply>>,
+) -> WalletResult<Option<Datum>> {
+    let items = key_pairs(args, first, second)?;
+    let conn = Connection::open();
+    let replies = call(&conn, &items)?;
+    drop(conn);
+    put_replies(args, &replies);
+    Ok(Some(Datum::from(0usize)))
+}
+
 entry_point!(
     wallet_tcc_confirm,
     pg_finfo_wallet_tcc_confirm,
     &[TEXT_ARRAY, TEXT_ARRAY],
-    |args| {
-        let items = key_pairs(args, "gtids", "branches")?;
-        let conn = Connection::open();
-        let replies = tcc_confirm(&conn, &items)?;
-        drop(conn);
-        put_replies(args, &replies);
-        Ok(Some(Datum::from(0usize)))
-    }
+    |args| { on_pairs(args, "gtids", "branches", tcc_confirm) }
 );
 
 entry_point!(
     wallet_tcc_cancel,
     pg_finfo_wallet_tcc_cancel,
     &[TEXT_ARRAY, TEXT_ARRAY],
-    |args| {
-        let items = key_pairs(args, "gtids", "branches")?;
-        let conn = Connection::open();
-        let replies = tcc_cancel(&conn, &items)?;
-        drop(conn);
-        put_replies(args, &replies);
-        Ok(Some(Datum::from(0usize)))
-    }
+    |args| { on_pairs(args, "gtids", "branches", tcc_cancel) }
 );
 
 entry_point!(
@@ -491,12 +493,5 @@ entry_point!(
     wallet_undo_branch,
     pg_finfo_wallet_undo_branch,
     &[TEXT_ARRAY, TEXT_ARRAY],
-    |args| {
-        let items = key_pairs(args, "keys", "undo_keys")?;
-        let conn = Connection::open();
-        let replies = undo_branch(&conn, &items)?;
-        drop(conn);
-        put_replies(args, &replies);
-        Ok(Some(Datum::from(0usize)))
-    }
+    |args| { on_pairs(args, "keys", "undo_keys", undo_branch) }
 );
