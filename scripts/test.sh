@@ -24,13 +24,15 @@
 #      schemas first on a hostile search_path (session and database), for every role and the
 #      worker: none may run;
 #  11. tests/ddl_load.sh: a DBA's table rewrites, index builds, constraints and triggers while
-#      money moves at READ COMMITTED and REPEATABLE READ; nothing lost, nothing doubled.
+#      money moves at READ COMMITTED and REPEATABLE READ; nothing lost, nothing doubled;
+#  12. tests/batch_load.sh: batches across nodes of 10,000 items at default lock settings, and
+#      two at once in opposite orders; every item confirmed, the invariants on both nodes.
 # Prints one closing line "N passed, N failed" and exits non-zero when anything failed.
 # WALLET_TESTS="unit regress concurrency" (or comma-separated) picks a subset; an unknown name is an error.
 source "$(dirname "$0")/lib.sh"
 
 TEST_PORT="${WALLET_TEST_PORT:-54362}"
-ALL_SUITES="unit regress concurrency dump upgrade fuzz client replication multinode crash_points search_path ddl_load"
+ALL_SUITES="unit regress concurrency dump upgrade fuzz client replication multinode crash_points search_path ddl_load batch_load"
 SUITES="${WALLET_TESTS:-$ALL_SUITES}"
 SUITES="${SUITES//,/ }"
 passed=0
@@ -101,6 +103,8 @@ test_search_path() { bash "$REPO_ROOT/tests/search_path.sh"; }
 
 test_ddl_load() { bash "$REPO_ROOT/tests/ddl_load.sh" "$(ensure_venv)" 30; }
 
+test_batch_load() { bash "$REPO_ROOT/tests/batch_load.sh"; }
+
 test_dump() { bash "$REPO_ROOT/tests/dump_restore.sh" test "$TEST_PORT"; }
 
 test_upgrade() { bash "$REPO_ROOT/tests/upgrade.sh" test "$TEST_PORT"; }
@@ -139,6 +143,7 @@ suite multinode "global transactions of every protocol while servers are killed 
 suite crash_points "every crash point of every protocol (tests/crash_points.sh)"
 suite search_path "a hostile search_path for every role and the worker (tests/search_path.sh)"
 suite ddl_load "table changes while money moves (tests/ddl_load.sh)"
+suite batch_load "batches across nodes at their largest, and racing (tests/batch_load.sh)"
 
 [ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"
 echo "$passed passed, $failed failed"

@@ -357,6 +357,7 @@ entry_point!(
             amount,
             timeout_micros,
             currency: args.text(6),
+            key_lock: holds::KeyLock::Take,
         };
         Ok(holds::try_hold(&conn, &call)?.0.into_datum())
     }
@@ -370,7 +371,10 @@ entry_point!(
         let gtid = hold_key_arg(args, 0, "gtid")?;
         let branch = hold_key_arg(args, 1, "branch")?;
         let conn = Connection::open();
-        Ok(holds::confirm_hold(&conn, gtid, branch, args.i64(2))?.into_datum())
+        Ok(
+            holds::confirm_hold(&conn, gtid, branch, args.i64(2), holds::KeyLock::Take)?
+                .into_datum(),
+        )
     }
 );
 
@@ -382,7 +386,7 @@ entry_point!(
         let gtid = hold_key_arg(args, 0, "gtid")?;
         let branch = hold_key_arg(args, 1, "branch")?;
         let conn = Connection::open();
-        Ok(holds::cancel_hold(&conn, gtid, branch)?.into_datum())
+        Ok(holds::cancel_hold(&conn, gtid, branch, holds::KeyLock::Take)?.into_datum())
     }
 );
 

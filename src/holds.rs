@@ -97,10 +97,26 @@ fn hold_row(rows: &Rows, row: usize) -> WalletResult<Hold> {
     })
 }
 
-/// Serialises the calls for one (gtid, branch), like an idempotency key: a try and a cancel of
-/// the same branch arriving together run one after the other, so one of them sees the other.
-fn lock_hold_key(gtid: &[u8], branch: &[u8]) -> WalletResult<()> {
-    locks::lock_for_transaction(LockClass::Hold, &lock_keys::hold_key(gtid, branch))
+/// Whether a hold step serialises with the others of its (gtid, branch) by a lock on the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLock {
+    /// A single call: a try and a cancel of the same branch arriving together run one after the
+    /// other, so one of them sees the other.
+    Take,
+    /// One item of a participant call with many (a coordinator's batch): no lock per item, which
+    /// would hold one lock-table entry per item to the end of the transaction; the unique index
+    /// on (gtid, branch) is then the arbiter, as for the batch API's keys: a try and a cancel that
+    /// raced end with one of them refused (23505 or 40001), never both applied.
+    Skip,
+}
+
+fn lock_hold_key(gtid: &[u8], branch: &[u8], lock: KeyLock) -> WalletResult<()> {
+    match lock {
+        KeyLock::Take => {
+            locks::lock_for_transaction(LockClass::Hold, &lock_keys::hold_key(gtid, branch))
+        }
+        KeyLock::Skip => Ok(()),
+    }
 }
 
 fn lookup_hold(conn: &Connection, gtid: &[u8], branch: &[u8]) -> WalletResult<Option<Hold>> {
@@ -133,6 +149,7 @@ pub struct TryCall<'a> {
     pub amount: i64,
     pub timeout_micros: i64,
     pub currency: Option<&'a [u8]>,
+    pub key_lock: KeyLock,
 }
 
 /// The system account standing in for a side left NULL.
@@ -224,7 +241,7 @@ struct HoldIds {
 /// and its currency.
 pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> {
     let tables = Tables::open(c"a wallet hold", Also::Holds)?;
-    lock_hold_key(call.gtid, call.branch)?;
+    lock_hold_key(call.gtid, call.branch, call.key_lock)?;
     let (stored, currency) = match lookup_hold_and_currency(conn, call.gtid, call.branch)? {
         Some((h, c)) => (Some(h), c),
         None => (None, None),
@@ -466,9 +483,10 @@ pub fn confirm_hold(
     gtid: &[u8],
     branch: &[u8],
     amount: Option<i64>,
+    key_lock: KeyLock,
 ) -> WalletResult<i64> {
     let tables = Tables::open(c"a wallet hold", Also::Holds)?;
-    lock_hold_key(gtid, branch)?;
+    lock_hold_key(gtid, branch, key_lock)?;
     let stored = lookup_hold(conn, gtid, branch)?;
     let action = hold::judge_confirm(stored.as_ref(), gtid, branch, amount)?;
     let Some(h) = stored else {
@@ -501,9 +519,14 @@ pub fn confirm_hold(
 }
 
 /// Cancel: releases the hold, or records a cancel whose try never arrived; returns the hold id.
-pub fn cancel_hold(conn: &Connection, gtid: &[u8], branch: &[u8]) -> WalletResult<i64> {
+pub fn cancel_hold(
+    conn: &Connection,
+    gtid: &[u8],
+    branch: &[u8],
+    key_lock: KeyLock,
+) -> WalletResult<i64> {
     let tables = Tables::open(c"a wallet hold", Also::Holds)?;
-    lock_hold_key(gtid, branch)?;
+    lock_hold_key(gtid, branch, key_lock)?;
     let stored = lookup_hold(conn, gtid, branch)?;
     match hold::judge_cancel(stored.as_ref())? {
         HoldAction::RecordEmptyCancel => {

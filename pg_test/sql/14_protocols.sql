@@ -168,9 +168,11 @@ SELECT wallet.balance(:merchant) - :merchant_before AS merchant_moved,
        t.balance - 1000 AS dollars_moved, pg_temp.prepared() AS prepared_left
   FROM dblink(:'p2', format('SELECT balance FROM wallet.accounts WHERE id = %s', :dollars)) AS t (balance bigint);
 
--- Recovery does not stop at a global transaction it cannot finish now: a step whose account
--- row another session holds waits at most wallet.node_timeout, then a WARNING names the global
--- transaction and recovery goes on with the others; a later round finishes it. Both stop before
+-- Recovery does not stop at a global transaction it cannot finish now: a call on this node
+-- whose account row another session holds waits at most wallet.node_timeout, then counts as a
+-- call that was not answered (the global transaction's cancel is decided, its hold stays until
+-- the call goes through), and recovery goes on with the others; a later round finishes it. (An
+-- ERROR of recovery's own step is a WARNING naming the global transaction.) Both stop before
 -- deciding, so recovery cancels them, releasing their holds on this node.
 SET wallet.fault = 'after_remote_try';
 CALL wallet.transfer_across('blocked-1', 'local', :customer, 'p2', 3, 5);

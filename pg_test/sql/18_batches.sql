@@ -103,6 +103,25 @@ RESET wallet.fault;
 CALL wallet.recover();
 SELECT gtid, phase, outcome, finished_by FROM wallet.global_transactions WHERE gtid LIKE 'bf-%' ORDER BY gtid;
 
+-- A Postgres ERROR in one item's part on a node (here a constraint a DBA added, which bo's
+-- rows now fail whenever they change) rolls back that node's merged call; its items then run
+-- one by one, so the ERROR is the answer of bo's item alone, as a node that did not answer:
+-- TC/C cancels it; Saga repeats its step until the deadline (pending meanwhile), then
+-- compensates it (its debit never took effect); the others are confirmed.
+ALTER TABLE wallet.accounts ADD CONSTRAINT bo_frozen_by_dba CHECK (id <> :bo OR balance < 0) NOT VALID;
+CALL wallet.transfer_across_batch(ARRAY['bc-1', 'bc-2', 'bc-3'], ARRAY['local', 'local', 'local'],
+                                  ARRAY[:ada, :bo, :ada]::bigint[], ARRAY['b2', 'b2', 'b2'],
+                                  ARRAY[3, 3, 3]::bigint[], ARRAY[9, 9, 11]::bigint[]);
+CALL wallet.transfer_across_batch(ARRAY['bc-4', 'bc-5', 'bc-6'], ARRAY['local', 'local', 'b2'],
+                                  ARRAY[:ada, :bo, 3]::bigint[], ARRAY['b2', 'b2', 'local'],
+                                  ARRAY[3, 3, :ada]::bigint[], ARRAY[12, 13, 14]::bigint[], protocol => 'saga',
+                                  timeout => interval '2 seconds');
+SELECT pg_sleep(1.2);  -- past bc-5's deadline (half its timeout)
+CALL wallet.recover();
+ALTER TABLE wallet.accounts DROP CONSTRAINT bo_frozen_by_dba;
+SELECT gtid, protocol, outcome, error_sqlstate FROM wallet.global_transactions WHERE gtid LIKE 'bc-%' ORDER BY gtid;
+SELECT wallet.balance(:ada) AS ada, wallet.balance(:bo) AS bo;
+
 -- Both nodes: books balanced, replay = state, no pending hold; money conserved across them.
 SELECT * FROM pg_temp.money(:'b2');
 SELECT count(*) AS unfinished FROM wallet.global_transactions WHERE finished_at IS NULL;

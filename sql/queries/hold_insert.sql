@@ -1,9 +1,10 @@
 -- Try: records hold ($1 gtid, $2 branch) of $5 from the debit account $3 to the credit account
 -- $4, in currency $6, pending until $7 microseconds from now. The accounts are locked and judged
 -- already (src/holds.rs), which then moves their pending amounts and appends the hold_placed
--- event. Returns the hold id and its timeout; no row when the key was taken meanwhile (READ
--- COMMITTED cannot get there: the caller holds the key's lock; REPEATABLE READ and SERIALIZABLE
--- raise 40001 on the invisible conflict).
+-- event. Returns the hold id and its timeout; no row when the key was taken meanwhile (a single
+-- call at READ COMMITTED cannot get there: it holds the key's lock; one item of a participant
+-- call with many takes no such lock and gets here when a racing call took the key; REPEATABLE
+-- READ and SERIALIZABLE raise 40001 on the invisible conflict).
 WITH t AS (
     SELECT clock_timestamp() AS now  -- one reading: expires_at = created_at + timeout
 )

@@ -177,6 +177,13 @@ pub(super) struct LocalCall {
 
 /// Runs the local calls of one step, one participant call per protocol and kind whatever the
 /// number of global transactions (`gtxs[call.slot]`); answers in the calls' order.
+///
+/// For several global transactions (a batch, a group of recovery) each merged call runs in a
+/// subtransaction: a Postgres ERROR in it (a constraint a DBA added, a lock wait that timed out,
+/// a deadlock) rolls it back and its calls run again one by one, each in a subtransaction of its
+/// own, so that the ERROR becomes the answer of the branch that raised it alone, as a remote
+/// node's would be (`read_merged`), and never the fate of the others. A single global
+/// transaction's ERROR stops its step, as before.
 pub(super) fn call_locals(
     conn: &Connection,
     gtxs: &[Gtx],
@@ -191,95 +198,133 @@ pub(super) fn call_locals(
             .or_default()
             .push(c);
     }
+    let isolated = |members: &[usize]| {
+        super::steps::subtransaction(|| call_group(conn, gtxs, calls, members), |r| r.is_ok())
+    };
     for members in groups.values() {
-        let first = &calls[members[0]];
-        let protocol = gtxs[first.slot].protocol;
-        // Each member's items: (gtid, posting id, key, posting, linked).
-        let mut owned: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, protocol::Posting, bool, i64)> = Vec::new();
-        let mut counts = Vec::with_capacity(members.len());
-        for &c in members {
-            let g = &gtxs[calls[c].slot];
-            let branch = &g.branches[calls[c].branch];
-            let n = branch.postings.len();
-            let hash = gtid_hash(&g.gtid);
-            for (k, p) in branch.postings.iter().enumerate() {
-                owned.push((
-                    g.gtid.clone(),
-                    protocol::posting_id(&branch.name, k, n).into_bytes(),
-                    posting_key(&hash, branch.no, k),
-                    p.clone(),
-                    k + 1 < n,
-                    g.timeout_micros,
-                ));
-            }
-            counts.push(n);
+        if gtxs.len() == 1 {
+            let replies = call_group(conn, gtxs, calls, members)?;
+            put(&mut answers, gtxs, calls, members, &replies);
+            continue;
         }
-        let replies = match (protocol, first.kind) {
-            (Protocol::Tcc, CallKind::Try) => {
-                let items: Vec<TryItem> = owned
-                    .iter()
-                    .map(|(gtid, id, _, p, _, timeout)| TryItem {
-                        gtid,
-                        branch: id,
-                        debit_account_id: p.debit_account_id,
-                        credit_account_id: p.credit_account_id,
-                        amount: p.amount,
-                        timeout_micros: *timeout,
-                    })
-                    .collect();
-                participant::tcc_try(conn, &items)?
-            }
-            (Protocol::Tcc, CallKind::Confirm | CallKind::Cancel) => {
-                let items: Vec<(&[u8], &[u8])> = owned
-                    .iter()
-                    .map(|(gtid, id, ..)| (gtid.as_slice(), id.as_slice()))
-                    .collect();
-                if first.kind == CallKind::Confirm {
-                    participant::tcc_confirm(conn, &items)?
-                } else {
-                    participant::tcc_cancel(conn, &items)?
+        match isolated(members) {
+            Ok(replies) => put(&mut answers, gtxs, calls, members, &replies),
+            Err(e) if members.len() == 1 => answers[members[0]] = Some(branch_answer(&[Err(e)])),
+            Err(_) => {
+                for &c in members {
+                    match isolated(&[c]) {
+                        Ok(replies) => put(&mut answers, gtxs, calls, &[c], &replies),
+                        Err(e) => answers[c] = Some(branch_answer(&[Err(e)])),
+                    }
                 }
             }
-            // The 2PC local branch is posted with the decision (PostLocalAndDecide); cancelled,
-            // it never posted anything. A saga's confirm has nothing to do.
-            (Protocol::TwoPhase, CallKind::Cancel) | (Protocol::Saga, CallKind::Confirm) => {
-                owned.iter().map(|_| Ok(None)).collect()
-            }
-            (Protocol::TwoPhase, CallKind::Try | CallKind::Confirm)
-            | (Protocol::Saga, CallKind::Try) => {
-                let items: Vec<PostItem> = owned
-                    .iter()
-                    .map(|(_, _, key, p, linked, _)| PostItem {
-                        key,
-                        debit_account_id: p.debit_account_id,
-                        credit_account_id: p.credit_account_id,
-                        amount: p.amount,
-                        linked: *linked,
-                    })
-                    .collect();
-                participant::post_branch(conn, &items)?
-            }
-            (Protocol::Saga, CallKind::Cancel) => {
-                let undo: Vec<Vec<u8>> =
-                    owned.iter().map(|(_, _, key, ..)| undo_key(key)).collect();
-                let items: Vec<(&[u8], &[u8])> = owned
-                    .iter()
-                    .zip(&undo)
-                    .map(|((_, _, key, ..), u)| (key.as_slice(), u.as_slice()))
-                    .collect();
-                participant::undo_branch(conn, &items)?
-            }
-        };
-        let mut start = 0;
-        for (&c, n) in members.iter().zip(counts) {
-            answers[c] = Some(branch_answer(&replies[start..start + n]));
-            start += n;
         }
     }
     Ok(answers
         .into_iter()
         .map(|a| a.expect("every local call answered"))
         .collect())
+}
+
+/// The answers of `members` from the replies of their postings, member after member.
+fn put(
+    answers: &mut [Option<BranchReply>],
+    gtxs: &[Gtx],
+    calls: &[LocalCall],
+    members: &[usize],
+    replies: &[Reply],
+) {
+    let mut start = 0;
+    for &c in members {
+        let n = gtxs[calls[c].slot].branches[calls[c].branch].postings.len();
+        answers[c] = Some(branch_answer(&replies[start..start + n]));
+        start += n;
+    }
+}
+
+/// One participant call for `members` (calls of one protocol and kind): the replies of their
+/// postings, member after member.
+fn call_group(
+    conn: &Connection,
+    gtxs: &[Gtx],
+    calls: &[LocalCall],
+    members: &[usize],
+) -> WalletResult<Vec<Reply>> {
+    let first = &calls[members[0]];
+    let protocol = gtxs[first.slot].protocol;
+    // Each member's items: (gtid, posting id, key, posting, linked, timeout).
+    let mut owned: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, protocol::Posting, bool, i64)> = Vec::new();
+    for &c in members {
+        let g = &gtxs[calls[c].slot];
+        let branch = &g.branches[calls[c].branch];
+        let n = branch.postings.len();
+        let hash = gtid_hash(&g.gtid);
+        for (k, p) in branch.postings.iter().enumerate() {
+            owned.push((
+                g.gtid.clone(),
+                protocol::posting_id(&branch.name, k, n).into_bytes(),
+                posting_key(&hash, branch.no, k),
+                p.clone(),
+                k + 1 < n,
+                g.timeout_micros,
+            ));
+        }
+    }
+    Ok(match (protocol, first.kind) {
+        (Protocol::Tcc, CallKind::Try) => {
+            let items: Vec<TryItem> = owned
+                .iter()
+                .map(|(gtid, id, _, p, _, timeout)| TryItem {
+                    gtid,
+                    branch: id,
+                    debit_account_id: p.debit_account_id,
+                    credit_account_id: p.credit_account_id,
+                    amount: p.amount,
+                    timeout_micros: *timeout,
+                })
+                .collect();
+            participant::tcc_try(conn, &items)?
+        }
+        (Protocol::Tcc, CallKind::Confirm | CallKind::Cancel) => {
+            let items: Vec<(&[u8], &[u8])> = owned
+                .iter()
+                .map(|(gtid, id, ..)| (gtid.as_slice(), id.as_slice()))
+                .collect();
+            if first.kind == CallKind::Confirm {
+                participant::tcc_confirm(conn, &items)?
+            } else {
+                participant::tcc_cancel(conn, &items)?
+            }
+        }
+        // The 2PC local branch is posted with the decision (PostLocalAndDecide); cancelled, it
+        // never posted anything. A saga's confirm has nothing to do.
+        (Protocol::TwoPhase, CallKind::Cancel) | (Protocol::Saga, CallKind::Confirm) => {
+            owned.iter().map(|_| Ok(None)).collect()
+        }
+        (Protocol::TwoPhase, CallKind::Try | CallKind::Confirm)
+        | (Protocol::Saga, CallKind::Try) => {
+            let items: Vec<PostItem> = owned
+                .iter()
+                .map(|(_, _, key, p, linked, _)| PostItem {
+                    key,
+                    debit_account_id: p.debit_account_id,
+                    credit_account_id: p.credit_account_id,
+                    amount: p.amount,
+                    linked: *linked,
+                })
+                .collect();
+            participant::post_branch(conn, &items)?
+        }
+        (Protocol::Saga, CallKind::Cancel) => {
+            let undo: Vec<Vec<u8>> = owned.iter().map(|(_, _, key, ..)| undo_key(key)).collect();
+            let items: Vec<(&[u8], &[u8])> = owned
+                .iter()
+                .zip(&undo)
+                .map(|((_, _, key, ..), u)| (key.as_slice(), u.as_slice()))
+                .collect();
+            participant::undo_branch(conn, &items)?
+        }
+    })
 }
 
 fn kind_name(kind: CallKind) -> &'static str {
@@ -662,7 +707,12 @@ fn read_merged(
     node: &str,
     answers: &mut Vec<Answered>,
 ) {
-    let table = match lease.connection().finish(timeout) {
+    // A call of many items may take longer than one of one: wallet.node_timeout for each
+    // started thousand items (a slow node's big call would otherwise be cut off every round).
+    let expected: usize = unit.parts.iter().map(|(_, n)| n).sum();
+    let thousands = u32::try_from(expected / 1000 + 1).unwrap_or(u32::MAX);
+    let whole = timeout.saturating_mul(thousands);
+    let table = match lease.connection().finish(whole) {
         Ok(table) => table,
         // An ERROR of the node's own (not a lost connection, nor a timeout) stops a call as a
         // whole: one item's (a DBA's constraint, say) must not cost the others theirs, so
@@ -686,7 +736,6 @@ fn read_merged(
         Err(e) => return all_lost(answers, unit, &e, node),
     };
     let all = replies(&table);
-    let expected: usize = unit.parts.iter().map(|(_, n)| n).sum();
     if all.len() != expected {
         let e = CallError {
             sqlstate: "WA025".into(),

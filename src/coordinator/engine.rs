@@ -14,6 +14,9 @@
 //! it) with search_path pinned, at READ COMMITTED; the caller's user id is back before the step
 //! commits, so no transaction ever starts or ends as the owner.
 
+use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
+
 use pgrx::pg_sys::{self, Oid};
 use pgrx::{IntoDatum, PgTryBuilder};
 use wallet_core::error::WalletError;
@@ -83,6 +86,8 @@ pub enum Outcome {
     Pending,
     /// Not driven: another session drives it.
     Busy,
+    /// Not driven: one of a batch whose session is driving it.
+    InBatch,
 }
 
 // ---- fault injection ---------------------------------------------------------------------------
@@ -549,17 +554,27 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
                         existing: describe(&existing.protocol, &existing.legs),
                     });
                 }
-                // One of a batch whose session is at work: wait for that session's end.
+                // One of a batch: its outcome when finished; while the batch's session is at
+                // work, `pending` (never a wait here: this step holds the ledger row the batch's
+                // next step needs); once that session is gone, driven here.
                 if let Some(batch) = &existing.batch {
-                    locks::lock_for_session(LockClass::Batch, batch, true)?;
+                    if existing.finished {
+                        return Ok(Err(outcome_of(&existing)));
+                    }
+                    if !locks::lock_for_session(LockClass::Batch, batch, false)? {
+                        return Ok(Err(Outcome::InBatch));
+                    }
                     locks::unlock_session(LockClass::Batch, batch)?;
                 }
             }
             None => insert(conn, request, &plan)?,
         }
-        Ok(claim)
+        Ok(Ok(claim))
     });
-    let claim = claimed?;
+    let claim = match claimed? {
+        Ok(claim) => claim,
+        Err(answer) => return Ok(answer),
+    };
     let driven = PgTryBuilder::new(|| drive(owner, std::slice::from_ref(&request.gtid), false))
         .catch_others(|e| {
             // An ERROR of Postgres (a cancel, a lost lock wait): give the transaction to recovery.
@@ -596,14 +611,25 @@ impl ItemOutcome {
     }
 
     fn of(outcome: &Outcome) -> ItemOutcome {
-        let plain = |o| ItemOutcome {
+        let plain = |o, message: Option<&str>| ItemOutcome {
             outcome: o,
             sqlstate: None,
-            message: None,
+            message: message.map(str::to_string),
         };
         match outcome {
-            Outcome::Confirmed | Outcome::ConfirmedPending => plain("confirmed"),
-            Outcome::Pending | Outcome::Busy => plain("pending"),
+            Outcome::Confirmed => plain("confirmed", None),
+            Outcome::ConfirmedPending => plain(
+                "confirmed",
+                Some("decided and durable; a participant has yet to hear it, and recovery will tell it"),
+            ),
+            Outcome::Pending => plain(
+                "pending",
+                Some("still under way: a node does not answer, and recovery will drive it on"),
+            ),
+            Outcome::Busy | Outcome::InBatch => plain(
+                "pending",
+                Some("another session is driving it; its outcome will be in wallet.global_transactions"),
+            ),
             Outcome::Stuck { sqlstate, message } => ItemOutcome {
                 outcome: "stuck",
                 sqlstate: Some(sqlstate.clone()),
@@ -664,71 +690,84 @@ pub fn run_batch(
         }
     }
     let batch = new_batch_id();
-    let recorded = step(owner, |conn| {
-        let mut known: std::collections::HashMap<String, bool> = Default::default();
-        let mut valid = Vec::new();
-        for (k, r, plan) in &planned {
-            let unknown = plan.iter().map(|b| b.node.as_str()).find(|&node| {
-                node != LOCAL
-                    && !*known
-                        .entry(node.to_string())
-                        .or_insert_with(|| nodes::exists(node))
-            });
-            match unknown {
-                Some(node) => {
-                    answers[*k] = Some(ItemOutcome::rejected(&WalletError::UnknownNode {
-                        node: Text::from(node),
-                    }))
-                }
-                None => valid.push((*k, r, plan.as_slice())),
-            }
-        }
-        locks::lock_for_session(LockClass::Batch, &batch, true)?;
-        let rows: Vec<(&Request, &[protocol::BranchPlan])> =
-            valid.iter().map(|(_, r, p)| (*r, *p)).collect();
-        let new = insert_batch(conn, protocol, timeout_micros, &batch, &rows);
-        // The others are repeats: the same global transaction again, or another under its gtid.
-        let repeats: Vec<(usize, &Request)> = valid
-            .iter()
-            .filter(|(_, r, _)| !new.contains(&r.gtid))
-            .map(|(k, r, _)| (*k, *r))
-            .collect();
-        let ids: Vec<Vec<u8>> = repeats.iter().map(|(_, r)| r.gtid.clone()).collect();
-        let mut claimed = Vec::new();
-        for ((k, r), existing) in repeats.iter().zip(load_many(conn, &ids)?) {
-            let Some(existing) = existing else { continue };
-            if existing.protocol != protocol || existing.legs != r.legs {
-                answers[*k] = Some(ItemOutcome::rejected(&WalletError::GtidReused {
-                    gtid: Text(r.gtid.clone()),
-                    existing: describe(&existing.protocol, &existing.legs),
-                }));
-            } else if existing.finished || existing.outcome.is_some() {
-                answers[*k] = Some(ItemOutcome::of(&outcome_of(&existing)));
-            } else if claim_for_recovery(&r.gtid, existing.batch.as_deref())? {
-                claimed.push(r.gtid.clone());
-            } else {
-                answers[*k] = Some(ItemOutcome::of(&Outcome::Busy));
-            }
-        }
-        Ok((new, claimed))
-    });
-    let (new, claimed) = match recorded {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = locks::unlock_session(LockClass::Batch, &batch);
-            return Err(e);
-        }
-    };
+    // The session locks taken for the batch: its own, and a claim for each repeat driven again;
+    // released on every way out, an ERROR's included (session locks outlive transactions).
+    let claimed = AssertUnwindSafe(RefCell::new(Vec::<Vec<u8>>::new()));
     let release = || {
         let _ = locks::unlock_session(LockClass::Batch, &batch);
-        for g in &claimed {
-            let _ = locks::unlock_session(LockClass::GlobalTransaction, g);
+        for g in claimed.borrow_mut().drain(..) {
+            let _ = locks::unlock_session(LockClass::GlobalTransaction, &g);
+        }
+    };
+    let record = || {
+        step(owner, |conn| {
+            let mut known: std::collections::HashMap<String, bool> = Default::default();
+            let mut valid = Vec::new();
+            for (k, r, plan) in &planned {
+                let unknown = plan.iter().map(|b| b.node.as_str()).find(|&node| {
+                    node != LOCAL
+                        && !*known
+                            .entry(node.to_string())
+                            .or_insert_with(|| nodes::exists(node))
+                });
+                match unknown {
+                    Some(node) => {
+                        answers[*k] = Some(ItemOutcome::rejected(&WalletError::UnknownNode {
+                            node: Text::from(node),
+                        }))
+                    }
+                    None => valid.push((*k, r, plan.as_slice())),
+                }
+            }
+            locks::lock_for_session(LockClass::Batch, &batch, true)?;
+            // Inserted in gtid order: two batches sharing new gtids wait for each other in one
+            // order, never in a cycle.
+            let mut rows: Vec<(&Request, &[protocol::BranchPlan])> =
+                valid.iter().map(|(_, r, p)| (*r, *p)).collect();
+            rows.sort_by(|a, b| a.0.gtid.cmp(&b.0.gtid));
+            let new = insert_batch(conn, protocol, timeout_micros, &batch, &rows);
+            // The others are repeats: the same global transaction again, or another under its gtid.
+            let repeats: Vec<(usize, &Request)> = valid
+                .iter()
+                .filter(|(_, r, _)| !new.contains(&r.gtid))
+                .map(|(k, r, _)| (*k, *r))
+                .collect();
+            let ids: Vec<Vec<u8>> = repeats.iter().map(|(_, r)| r.gtid.clone()).collect();
+            for ((k, r), existing) in repeats.iter().zip(load_many(conn, &ids)?) {
+                let Some(existing) = existing else { continue };
+                if existing.protocol != protocol || existing.legs != r.legs {
+                    answers[*k] = Some(ItemOutcome::rejected(&WalletError::GtidReused {
+                        gtid: Text(r.gtid.clone()),
+                        existing: describe(&existing.protocol, &existing.legs),
+                    }));
+                } else if existing.finished || existing.outcome.is_some() {
+                    answers[*k] = Some(ItemOutcome::of(&outcome_of(&existing)));
+                } else if claim_for_recovery(&r.gtid, existing.batch.as_deref())? {
+                    claimed.borrow_mut().push(r.gtid.clone());
+                } else {
+                    answers[*k] = Some(ItemOutcome::of(&Outcome::Busy));
+                }
+            }
+            Ok(new)
+        })
+    };
+    let recorded = PgTryBuilder::new(AssertUnwindSafe(record))
+        .catch_others(|e| {
+            release();
+            e.rethrow()
+        })
+        .execute();
+    let new = match recorded {
+        Ok(new) => new,
+        Err(e) => {
+            release();
+            return Err(e);
         }
     };
     let driven_ids: Vec<Vec<u8>> = planned
         .iter()
         .filter(|(k, r, _)| {
-            answers[*k].is_none() && (new.contains(&r.gtid) || claimed.contains(&r.gtid))
+            answers[*k].is_none() && (new.contains(&r.gtid) || claimed.borrow().contains(&r.gtid))
         })
         .map(|(_, r, _)| r.gtid.clone())
         .collect();

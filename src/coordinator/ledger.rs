@@ -495,9 +495,18 @@ pub(super) fn insert(
         ],
     );
     if rows.is_empty() {
+        // Recorded meanwhile under the same gtid (by a batch, which records without the gtid's
+        // claim): a 40001 naming the legs' first accounts; the retry finds it.
+        let first = |out: bool| {
+            request
+                .legs
+                .iter()
+                .find(|l| (l.amount < 0) == out)
+                .map_or(0, |l| l.account_id)
+        };
         return Err(WalletError::ConcurrentChange {
-            debit_account_id: 0,
-            credit_account_id: 0,
+            debit_account_id: first(true),
+            credit_account_id: first(false),
             amount: moved,
         });
     }

@@ -84,6 +84,9 @@ pub struct TryItem<'a> {
 /// Places the holds (or answers repeats); the value of each is the hold's currency.
 pub fn tcc_try(conn: &Connection, items: &[TryItem]) -> WalletResult<Vec<Reply>> {
     check_items(items.len())?;
+    if items.len() > 1 {
+        lock_accounts_in_order(conn, items)?;
+    }
     items
         .iter()
         .map(|item| {
@@ -106,10 +109,50 @@ pub fn tcc_try(conn: &Connection, items: &[TryItem]) -> WalletResult<Vec<Reply>>
                 amount: item.amount,
                 timeout_micros: item.timeout_micros,
                 currency: None,
+                key_lock: key_lock(items.len()),
             };
             Ok(holds::try_hold(conn, &call).map(|(_, currency)| Some(currency.0)))
         })
         .collect()
+}
+
+/// A call of one item locks its key as the single call does; a call of many does not (one
+/// lock-table entry per item to the transaction's end would exhaust the table for thousands of
+/// items), and leaves the race of two calls for one key to the unique indexes: one of the two is
+/// refused, and the coordinator asks again.
+fn key_lock(items: usize) -> holds::KeyLock {
+    if items > 1 {
+        holds::KeyLock::Skip
+    } else {
+        holds::KeyLock::Take
+    }
+}
+
+/// Locks every account the tries may touch (theirs, and the system accounts standing in for a
+/// side left NULL) in ascending id order, before any of them is placed: two calls with many items
+/// then wait for each other in one order, as two transfer batches do, never in a cycle. An
+/// account that cannot be locked or does not exist is left to its item, which reports it.
+fn lock_accounts_in_order(conn: &Connection, items: &[TryItem]) -> WalletResult<()> {
+    let tables = Tables::open(c"a wallet hold", Also::Holds)?;
+    let named: Vec<i64> = items
+        .iter()
+        .flat_map(|i| [i.debit_account_id, i.credit_account_id])
+        .flatten()
+        .collect();
+    let known = settlements(conn, &named);
+    let mut ids: Vec<i64> = named;
+    for item in items {
+        if item.debit_account_id.is_none() || item.credit_account_id.is_none() {
+            let account = item.debit_account_id.or(item.credit_account_id);
+            if let Some((_, system)) = account.and_then(|a| known.get(&a)) {
+                ids.push(*system);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let _ = crate::accounts::Accounts::open(&tables).lock(conn, &ids)?;
+    Ok(())
 }
 
 /// Confirms the holds (all they reserved); the value of each is its posting's transfer id.
@@ -120,7 +163,7 @@ pub fn tcc_confirm(conn: &Connection, items: &[(&[u8], &[u8])]) -> WalletResult<
         .map(|&(gtid, branch)| {
             hold::check_hold_key(Some(gtid), "gtid")?;
             hold::check_hold_key(Some(branch), "branch")?;
-            holds::confirm_hold(conn, gtid, branch, None)
+            holds::confirm_hold(conn, gtid, branch, None, key_lock(items.len()))
                 .map(|seq| Some(seq.to_string().into_bytes()))
         })
         .collect())
@@ -134,7 +177,8 @@ pub fn tcc_cancel(conn: &Connection, items: &[(&[u8], &[u8])]) -> WalletResult<V
         .map(|&(gtid, branch)| {
             hold::check_hold_key(Some(gtid), "gtid")?;
             hold::check_hold_key(Some(branch), "branch")?;
-            holds::cancel_hold(conn, gtid, branch).map(|id| Some(id.to_string().into_bytes()))
+            holds::cancel_hold(conn, gtid, branch, key_lock(items.len()))
+                .map(|id| Some(id.to_string().into_bytes()))
         })
         .collect())
 }
@@ -255,8 +299,11 @@ pub fn undo_branch(conn: &Connection, items: &[(&[u8], &[u8])]) -> WalletResult<
     for &(key, undo_key) in items {
         transfer::check_idempotency_key(Some(key))?;
         transfer::check_idempotency_key(Some(undo_key))?;
-        // Serialised with any single transfer presenting the same key.
-        locks::lock_for_transaction(LockClass::IdempotencyKey, key)?;
+        // Serialised with any single transfer presenting the same key (a call of one item; with
+        // many, the unique index on the keys is the arbiter, see `key_lock`).
+        if key_lock(items.len()) == holds::KeyLock::Take {
+            locks::lock_for_transaction(LockClass::IdempotencyKey, key)?;
+        }
         replies.push(undo_one(conn, key, undo_key));
     }
     Ok(replies)
