@@ -99,7 +99,7 @@ pub const CODES: &[Code] = &[
     code(Reason::DropRefused, "WA029", "drop_refused", "`DROP EXTENSION wallet_ext` (or `DROP SCHEMA wallet`) while the wallet holds events, without `wallet.allow_drop`"),
     code(Reason::PreparedTransactionsDisabled, "WA030", "prepared_transactions_disabled", "a 2PC global transaction names a node whose `max_prepared_transactions` is 0 (refused before anything is recorded)"),
     code(Reason::ConcurrentChange, "40001", "serialization_failure", "(standard) a concurrent change, or a concurrent ALTER of a wallet table at REPEATABLE READ or SERIALIZABLE; retry the transaction"),
-    code(Reason::InvalidTransactionTermination, "2D000", "invalid_transaction_termination", "(standard) `CALL transfer_across`, `transfer_global` or `recover` inside a transaction block"),
+    code(Reason::InvalidTransactionTermination, "2D000", "invalid_transaction_termination", "(standard) `CALL transfer_across`, `transfer_global`, `transfer_across_batch` or `recover` inside a transaction block"),
     code(Reason::TableShape, "55000", "object_not_in_prerequisite_state", "(standard) a column the wallet reads or writes was dropped, renamed or given another type, or an index it relies on is missing; or the database's wallet schema is older than the installed library (run `ALTER EXTENSION wallet_ext UPDATE`). Nothing is written"),
     code(Reason::DataCorrupted, "XX001", "data_corrupted", "(standard) a stored row holds a value the wallet never writes (an account status, say): someone changed the table by hand"),
 ];
