@@ -88,6 +88,8 @@ pub enum Outcome {
     Busy,
     /// Not driven: one of a batch whose session is driving it.
     InBatch,
+    /// Not driven: another session has been driving it for longer than wallet.node_timeout.
+    DrivenElsewhere,
 }
 
 // ---- fault injection ---------------------------------------------------------------------------
@@ -542,8 +544,11 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
                 });
             }
         }
-        // The claim first: a repeat waits for a session still driving the same gtid.
-        locks::lock_for_session(LockClass::GlobalTransaction, &request.gtid, true)?;
+        // The claim first: a repeat waits for a session still driving the same gtid, up to
+        // wallet.node_timeout, and then answers `pending` (it is driven elsewhere).
+        if !claim_within(&request.gtid, nodes::call_timeout())? {
+            return Ok(Err(Outcome::DrivenElsewhere));
+        }
         let claim = Claim(&request.gtid);
         match load(conn, &request.gtid)? {
             Some(existing) => {
@@ -626,7 +631,7 @@ impl ItemOutcome {
                 "pending",
                 Some("still under way: a node does not answer, and recovery will drive it on"),
             ),
-            Outcome::Busy | Outcome::InBatch => plain(
+            Outcome::Busy | Outcome::InBatch | Outcome::DrivenElsewhere => plain(
                 "pending",
                 Some("another session is driving it; its outcome will be in wallet.global_transactions"),
             ),
@@ -941,6 +946,26 @@ pub fn recover(owner: Oid, limit: i32) -> WalletResult<(i64, i64)> {
         Ok(rows.get::<i64>(0, 1).unwrap_or(0))
     })?;
     Ok((finished, unfinished))
+}
+
+/// Takes the session claim on `gtid` if it comes free within `patience` (polled, so that a long
+/// wait ends in an answer rather than in a lock timeout's ERROR).
+fn claim_within(gtid: &[u8], patience: std::time::Duration) -> WalletResult<bool> {
+    let start = std::time::Instant::now();
+    loop {
+        if locks::lock_for_session(LockClass::GlobalTransaction, gtid, false)? {
+            return Ok(true);
+        }
+        if start.elapsed() >= patience {
+            return Ok(false);
+        }
+        // SAFETY: a plain sleep of the backend, then the usual check for a cancel or a
+        // termination (which raises, ending the call as any statement would).
+        unsafe {
+            pg_sys::pg_usleep(5_000);
+        }
+        pgrx::check_for_interrupts!();
+    }
 }
 
 /// Claims a global transaction for recovery: no session drives it, neither its coordinator nor

@@ -94,6 +94,10 @@ fn report(gtid: &[u8], outcome: Outcome) -> WalletResult<Option<Datum>> {
             Ok("pending".into_datum())
         }
         Outcome::Busy => Ok(None),
+        Outcome::DrivenElsewhere => {
+            pgrx::warning!("global transaction {gtid} is being driven by another session; its outcome will be in wallet.global_transactions");
+            Ok("pending".into_datum())
+        }
         Outcome::InBatch => {
             pgrx::warning!("global transaction {gtid} is one of a batch that another session is driving; its outcome will be in wallet.global_transactions");
             Ok("pending".into_datum())

@@ -137,15 +137,18 @@ fn params(node: &str) -> Result<Vec<(String, String)>, CallError> {
             "fallback_application_name".into(),
             "wallet_ext coordinator".into(),
         ));
-        // A participant's call waits for a row lock no longer than the coordinator waits for
-        // its answer: a call the coordinator gave up on does not linger, waiting, on the node.
+        // A participant's call waits for a row lock half as long as the coordinator waits for
+        // its answer: a call that cannot get its lock answers 55P03 while the coordinator still
+        // listens, so the connection stays and the round's next calls to the node (a COMMIT
+        // PREPARED that releases the lock, say) still go out; and no call the coordinator gave
+        // up on lingers, waiting, on the node.
         // And the node resolves what the coordinator sends as the wallet does at home, whatever
         // the search_path of its database or of the mapped role (a client's -c wins over both).
         params.push((
             "options".into(),
             format!(
                 "-c search_path=pg_catalog,pg_temp -c lock_timeout={}ms",
-                crate::settings::NODE_TIMEOUT.get().max(1)
+                (crate::settings::NODE_TIMEOUT.get() / 2).max(1)
             ),
         ));
         Ok(params)
