@@ -189,6 +189,25 @@ CALL wallet.recover();
 RESET wallet.node_timeout;
 SELECT gtid, phase, outcome, finished_by FROM wallet.global_transactions WHERE gtid LIKE 'blocked-%' ORDER BY gtid;
 
+-- A repeat whose recording step meets a Postgres ERROR (here its wait for the ledger row, which
+-- another session holds, times out: 55P03) releases its claim on the gtid: recovery in any other
+-- session can then finish the global transaction (a claim left behind would keep it from
+-- recovery until this session ends).
+SET wallet.fault = 'after_record';
+CALL wallet.transfer_across('claimed-1', 'local', :customer, 'p2', 3, 4);
+RESET wallet.fault;
+SELECT dblink_connect('blocker', :'server' || ' dbname=' || current_database());
+SELECT dblink_exec('blocker', 'BEGIN');
+SELECT * FROM dblink('blocker', $$SELECT gtid FROM wallet.global_transactions WHERE gtid = 'claimed-1' FOR UPDATE$$) AS t (gtid text);
+SET wallet.node_timeout = '300ms';
+CALL wallet.transfer_across('claimed-1', 'local', :customer, 'p2', 3, 4);
+\echo :LAST_ERROR_SQLSTATE
+RESET wallet.node_timeout;
+SELECT dblink_exec('blocker', 'ROLLBACK');
+SELECT * FROM dblink('blocker', 'CALL wallet.recover()') AS t (finished int, unfinished int);
+SELECT dblink_disconnect('blocker');
+SELECT gtid, phase, outcome, finished_by FROM wallet.global_transactions WHERE gtid = 'claimed-1';
+
 -- On every node: books balanced, replay = state, no pending hold, nothing prepared; the money
 -- conserved over the nodes.
 SELECT * FROM pg_temp.money(:'p2', :'p3');

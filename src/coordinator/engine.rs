@@ -536,50 +536,77 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
     if request.protocol == Protocol::TwoPhase {
         step(owner, |_| check_prepared_transactions(&plan))?;
     }
-    let claimed = step(owner, |conn| {
-        for b in &plan {
-            if b.node != LOCAL && !nodes::exists(&b.node) {
-                return Err(WalletError::UnknownNode {
-                    node: Text::from(b.node.as_str()),
-                });
-            }
+    // Whether this call holds the claim. The recording step does not release it on its own:
+    // every way out of it but the one that drives (a refusal, an answer without driving, a
+    // Postgres ERROR such as a lock wait that timed out) releases it below, or this session
+    // would keep the gtid from recovery until it ends (a session lock outlives the transaction).
+    let holding = AssertUnwindSafe(std::cell::Cell::new(false));
+    let release = || {
+        if holding.replace(false) {
+            let _ = locks::unlock_session(LockClass::GlobalTransaction, &request.gtid);
         }
-        // The claim first: a repeat waits for a session still driving the same gtid, up to
-        // wallet.node_timeout, and then answers `pending` (it is driven elsewhere).
-        if !claim_within(&request.gtid, nodes::call_timeout())? {
-            return Ok(Err(Outcome::DrivenElsewhere));
-        }
-        let claim = Claim(&request.gtid);
-        match load(conn, &request.gtid)? {
-            Some(existing) => {
-                let same = existing.protocol == request.protocol && existing.legs == request.legs;
-                if !same {
-                    return Err(WalletError::GtidReused {
-                        gtid: Text(request.gtid.clone()),
-                        existing: describe(&existing.protocol, &existing.legs),
+    };
+    let record = || {
+        step(owner, |conn| {
+            for b in &plan {
+                if b.node != LOCAL && !nodes::exists(&b.node) {
+                    return Err(WalletError::UnknownNode {
+                        node: Text::from(b.node.as_str()),
                     });
                 }
-                // One of a batch: its outcome when finished; while the batch's session is at
-                // work, `pending` (never a wait here: this step holds the ledger row the batch's
-                // next step needs); once that session is gone, driven here.
-                if let Some(batch) = &existing.batch {
-                    if existing.finished {
-                        return Ok(Err(outcome_of(&existing)));
-                    }
-                    if !locks::lock_for_session(LockClass::Batch, batch, false)? {
-                        return Ok(Err(Outcome::InBatch));
-                    }
-                    locks::unlock_session(LockClass::Batch, batch)?;
-                }
             }
-            None => insert(conn, request, &plan)?,
-        }
-        Ok(Ok(claim))
-    });
-    let claim = match claimed? {
-        Ok(claim) => claim,
-        Err(answer) => return Ok(answer),
+            // The claim first: a repeat waits for a session still driving the same gtid, up to
+            // wallet.node_timeout, and then answers `pending` (it is driven elsewhere).
+            if !claim_within(&request.gtid, nodes::call_timeout())? {
+                return Ok(Some(Outcome::DrivenElsewhere));
+            }
+            holding.set(true);
+            match load(conn, &request.gtid)? {
+                Some(existing) => {
+                    let same =
+                        existing.protocol == request.protocol && existing.legs == request.legs;
+                    if !same {
+                        return Err(WalletError::GtidReused {
+                            gtid: Text(request.gtid.clone()),
+                            existing: describe(&existing.protocol, &existing.legs),
+                        });
+                    }
+                    // One of a batch: its outcome when finished; while the batch's session is
+                    // at work, `pending` (never a wait here: this step holds the ledger row the
+                    // batch's next step needs); once that session is gone, driven here.
+                    if let Some(batch) = &existing.batch {
+                        if existing.finished {
+                            return Ok(Some(outcome_of(&existing)));
+                        }
+                        if !locks::lock_for_session(LockClass::Batch, batch, false)? {
+                            return Ok(Some(Outcome::InBatch));
+                        }
+                        locks::unlock_session(LockClass::Batch, batch)?;
+                    }
+                }
+                None => insert(conn, request, &plan)?,
+            }
+            Ok(None)
+        })
     };
+    let recorded = PgTryBuilder::new(AssertUnwindSafe(record))
+        .catch_others(|e| {
+            release();
+            e.rethrow()
+        })
+        .execute();
+    match recorded {
+        Ok(None) => {}
+        Ok(Some(answer)) => {
+            release();
+            return Ok(answer);
+        }
+        Err(e) => {
+            release();
+            return Err(e);
+        }
+    }
+    let claim = Claim(&request.gtid);
     let driven = PgTryBuilder::new(|| drive(owner, std::slice::from_ref(&request.gtid), false))
         .catch_others(|e| {
             // An ERROR of Postgres (a cancel, a lost lock wait): give the transaction to recovery.
