@@ -211,7 +211,22 @@ pub(super) fn call_locals(
             Ok(replies) => put(&mut answers, gtxs, calls, members, &replies),
             Err(e) if members.len() == 1 => answers[members[0]] = Some(branch_answer(&[Err(e)])),
             Err(_) => {
+                // One by one, for at most about twice wallet.node_timeout: behind a lock that
+                // others wait for too (a prepared transaction's, say), each would wait its own
+                // lock_timeout in turn, and the step (with the decisions it makes) would last
+                // minutes; those not reached count as not answered this round.
+                let started = std::time::Instant::now();
                 for &c in members {
+                    if started.elapsed() >= nodes::call_timeout() * 2 {
+                        let later = WalletError::Remote {
+                            sqlstate: "55P03".into(),
+                            message:
+                                "not called in this round: the calls before it waited for locks"
+                                    .into(),
+                        };
+                        answers[c] = Some(branch_answer(&[Err(later)]));
+                        continue;
+                    }
                     match isolated(&[c]) {
                         Ok(replies) => put(&mut answers, gtxs, calls, &[c], &replies),
                         Err(e) => answers[c] = Some(branch_answer(&[Err(e)])),

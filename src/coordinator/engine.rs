@@ -207,6 +207,10 @@ fn advance(
         if g.finished || g.outcome.as_deref() == Some("stuck") {
             return Ok(());
         }
+        // The deadline as of now, not as of the step's start: this node's calls in the step can
+        // take a while (lock waits), and a decision to confirm after the deadline would reach
+        // holds that expire before their confirm.
+        g.check_deadline();
         let statuses: Vec<BranchStatus> = g.branches.iter().map(|b| b.status).collect();
         let stop = protocol::stop_trying(g.protocol, g.past_deadline, recovering);
         match protocol::next_action(g.protocol, g.phase, &statuses, stop, local_branch(g)) {
