@@ -9,7 +9,7 @@ use pgrx::IntoDatum;
 use wallet_core::error::WalletError;
 use wallet_core::protocol::{self, Answer, CallKind, Protocol};
 
-use super::ledger::{Branch, Gtx};
+use super::ledger::Gtx;
 use super::libpq::{array_literal, CallError, Command, Table};
 use super::nodes;
 use super::participant::{self, PostItem, Reply, TryItem};
@@ -100,69 +100,26 @@ pub(super) fn lost(
     (answer, None, Some((sqlstate, message)))
 }
 
-/// Runs a call on a branch of this node, in the current step.
+/// Runs a call on a branch of this node, in the current step: the merged call of
+/// [`call_locals`] with one member.
 pub(super) fn call_local(
     conn: &Connection,
     g: &Gtx,
     b: usize,
     kind: CallKind,
 ) -> WalletResult<(Answer, Option<Vec<u8>>, Option<(String, String)>)> {
-    let branch = &g.branches[b];
-    let n = branch.postings.len();
-    let hash = gtid_hash(&g.gtid);
-    let ids: Vec<Vec<u8>> = (0..n)
-        .map(|k| protocol::posting_id(&branch.name, k, n).into_bytes())
-        .collect();
-    let keys: Vec<Vec<u8>> = (0..n).map(|k| posting_key(&hash, branch.no, k)).collect();
-    let replies = match (g.protocol, kind) {
-        (Protocol::Tcc, CallKind::Try) => {
-            let items: Vec<TryItem> = branch
-                .postings
-                .iter()
-                .zip(&ids)
-                .map(|(p, id)| TryItem {
-                    gtid: &g.gtid,
-                    branch: id,
-                    debit_account_id: p.debit_account_id,
-                    credit_account_id: p.credit_account_id,
-                    amount: p.amount,
-                    timeout_micros: g.timeout_micros,
-                })
-                .collect();
-            participant::tcc_try(conn, &items)?
-        }
-        (Protocol::Tcc, CallKind::Confirm) => {
-            let items: Vec<(&[u8], &[u8])> = ids
-                .iter()
-                .map(|id| (g.gtid.as_slice(), id.as_slice()))
-                .collect();
-            participant::tcc_confirm(conn, &items)?
-        }
-        (Protocol::Tcc, CallKind::Cancel) => {
-            let items: Vec<(&[u8], &[u8])> = ids
-                .iter()
-                .map(|id| (g.gtid.as_slice(), id.as_slice()))
-                .collect();
-            participant::tcc_cancel(conn, &items)?
-        }
-        // The 2PC local branch is posted with the decision (PostLocalAndDecide); cancelled, it
-        // never posted anything.
-        (Protocol::TwoPhase, CallKind::Cancel) => vec![Ok(None)],
-        (Protocol::TwoPhase, CallKind::Try | CallKind::Confirm)
-        | (Protocol::Saga, CallKind::Try) => {
-            participant::post_branch(conn, &post_items(branch, &keys))?
-        }
-        (Protocol::Saga, CallKind::Cancel) => {
-            let undo: Vec<Vec<u8>> = keys.iter().map(|k| undo_key(k)).collect();
-            let items: Vec<(&[u8], &[u8])> = keys
-                .iter()
-                .zip(&undo)
-                .map(|(k, u)| (k.as_slice(), u.as_slice()))
-                .collect();
-            participant::undo_branch(conn, &items)?
-        }
-        (Protocol::Saga, CallKind::Confirm) => vec![Ok(None)],
+    let call = LocalCall {
+        slot: 0,
+        branch: b,
+        kind,
+        remote: Vec::new(),
     };
+    let replies = call_group(
+        conn,
+        std::slice::from_ref(g),
+        std::slice::from_ref(&call),
+        &[0],
+    )?;
     Ok(branch_answer(&replies))
 }
 
@@ -348,23 +305,6 @@ fn kind_name(kind: CallKind) -> &'static str {
         CallKind::Confirm => "confirm",
         CallKind::Cancel => "cancel",
     }
-}
-
-pub(super) fn post_items<'a>(branch: &Branch, keys: &'a [Vec<u8>]) -> Vec<PostItem<'a>> {
-    let n = branch.postings.len();
-    branch
-        .postings
-        .iter()
-        .zip(keys)
-        .enumerate()
-        .map(|(k, (p, key))| PostItem {
-            key,
-            debit_account_id: p.debit_account_id,
-            credit_account_id: p.credit_account_id,
-            amount: p.amount,
-            linked: k + 1 < n,
-        })
-        .collect()
 }
 
 /// The commands one remote call sends (a pipeline for a 2PC prepare), and how to read them.
