@@ -89,11 +89,15 @@ pub const KEPT: &[&Kept] = &[&EXECUTOR_LOCK, &EXECUTOR_UPDATE];
 impl<'t> Accounts<'t> {
     pub fn open(tables: &'t Tables) -> Accounts<'t> {
         let direct = tables.catalog.accounts_path.is_direct().then(|| {
-            let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-            // SAFETY: the table is locked by Tables::open; these opens add references only.
+            // SAFETY: Tables::open holds the table's RowExclusiveLock, so its open takes no lock
+            // again (NoLock: a second look-up in the lock table per call, for nothing); the
+            // index is locked here as a plain UPDATE locks it.
             unsafe {
-                let accounts = pg_sys::table_open(tables.catalog.accounts, lock);
-                let accounts_pkey = pg_sys::index_open(tables.catalog.accounts_pkey, lock);
+                let accounts = pg_sys::table_open(tables.catalog.accounts, pg_sys::NoLock as pg_sys::LOCKMODE);
+                let accounts_pkey = pg_sys::index_open(
+                    tables.catalog.accounts_pkey,
+                    pg_sys::RowExclusiveLock as pg_sys::LOCKMODE,
+                );
                 // What a plain UPDATE checks first: a table that publishes updates needs a
                 // replica identity (and row filters only on its columns).
                 pg_sys::CheckCmdReplicaIdentity(accounts, pg_sys::CmdType::CMD_UPDATE);
@@ -439,7 +443,11 @@ impl Direct {
         let state = AccountState {
             id,
             currency: Text(text(c.currency, "currency")?),
-            status: parse_status(id, &text(c.status, "status")?)?,
+            // SAFETY: as for `text`; the bytes are parsed, not kept.
+            status: parse_status(
+                id,
+                present(c.status, "status").map(|d| unsafe { varlena_bytes(d) })?,
+            )?,
             allow_overdraft: flag(c.allow_overdraft, "allow_overdraft")?,
             is_system: flag(c.is_system, "is_system")?,
             balance: int(c.balance, "balance")?,

@@ -93,7 +93,8 @@ pub struct EventWriter<'c> {
     /// Rows appended so far.
     appended: usize,
     first_conflict: Option<usize>,
-    event_types: [Datum; 5],
+    /// Each event type's text datum, made when first written (in the call's memory context).
+    event_types: [Option<Datum>; 5],
     tx_id: Datum,
 }
 
@@ -110,17 +111,13 @@ impl<'c> EventWriter<'c> {
     /// A writer that gathers up to `capacity` rows per write (direct path).
     pub fn open(tables: &Tables, conn: &'c Connection, capacity: usize) -> EventWriter<'c> {
         let catalog = &tables.catalog;
-        // SAFETY: text datums made in the current memory context, which outlives the writer.
-        let event_types = MoneyEventType::ALL.map(|t| t.as_str().into_datum().expect("text"));
         // SAFETY: the transaction writes (Tables::open refused a read-only one).
         let tx_id = Datum::from(unsafe { pg_sys::GetTopFullTransactionId() }.value);
         let direct = catalog.events_path.is_direct().then(|| {
             // SAFETY: wallet.events is locked by Tables::open.
             unsafe {
-                let events = pg_sys::table_open(
-                    catalog.events,
-                    pg_sys::RowExclusiveLock as pg_sys::LOCKMODE,
-                );
+                // Tables::open holds its RowExclusiveLock: no second look-up in the lock table.
+                let events = pg_sys::table_open(catalog.events, pg_sys::NoLock as pg_sys::LOCKMODE);
                 // A copy of the descriptor is not reference-counted: the slots do not register
                 // in the resource owner (see accounts::LockedAccount).
                 let desc = pg_sys::CreateTupleDescCopy((*events).rd_att);
@@ -141,17 +138,17 @@ impl<'c> EventWriter<'c> {
             direct,
             appended: 0,
             first_conflict: None,
-            event_types,
+            event_types: [None; 5],
             tx_id,
         }
     }
 
-    fn event_type(&self, t: MoneyEventType) -> Datum {
+    fn event_type(&mut self, t: MoneyEventType) -> Datum {
         let i = MoneyEventType::ALL
             .iter()
             .position(|x| *x == t)
             .expect("listed");
-        self.event_types[i]
+        *self.event_types[i].get_or_insert_with(|| t.as_str().into_datum().expect("text"))
     }
 
     pub fn append(&mut self, event: &MoneyEvent) {
