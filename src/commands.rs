@@ -393,23 +393,7 @@ pub fn create_currency(conn: &Connection, code: &[u8], scale: i32) -> WalletResu
 pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<Vec<BatchResult>> {
     let tables = Tables::open(c"a wallet transfer batch", Also::Nothing)?;
     let checked = batch::check_arguments(inputs);
-    // Before any row lock, to keep the locks short: a key committed by a concurrent
-    // transaction after this look-up is found by the unique index when the event is written.
-    let keys: Vec<Datum> = inputs
-        .iter()
-        .filter_map(|t| t.idempotency_key)
-        .map(text_datum)
-        .collect();
-    let mut prior: HashMap<Vec<u8>, PriorTransfer> = HashMap::new();
-    if !keys.is_empty() {
-        let rows = conn.execute(&BATCH_PRIOR, &[Some(text_array_datum(&keys))]);
-        for row in 0..rows.len() {
-            if let Some(key) = rows.bytes(row, 1) {
-                prior.insert(key, prior_transfer(&rows, row, 2));
-            }
-        }
-    }
-
+    let prior = batch_prior(conn, inputs);
     let mut ids: Vec<i64> = checked
         .iter()
         .flatten()
@@ -440,17 +424,70 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
         .zip(&locked)
         .filter_map(|(&id, account)| Some((id, account.as_ref()?.state.clone())))
         .collect();
-    let mut last_seq: HashMap<i64, Option<i64>> = ids
-        .iter()
-        .zip(&locked)
-        .filter_map(|(&id, account)| Some((id, account.as_ref()?.last_seq)))
-        .collect();
-
     let judgement = batch::judge(inputs, &checked, &prior, &mut states);
-    let postings = &judgement.postings;
-    let mut seq_of_input: Vec<i64> = vec![0; inputs.len()];
-    if !postings.is_empty() {
-        let seqs: Vec<i64> = postings.iter().map(|_| events::next_seq(&tables)).collect();
+    let batch = LockedBatch {
+        tables: &tables,
+        accounts: &accounts,
+        ids: &ids,
+        locked: &locked,
+    };
+    let seqs = batch.post(conn, inputs, &judgement, &states)?;
+    Ok(judgement.answers(&seqs))
+}
+
+/// The stored events of a batch's keys. Read before any row lock, to keep the locks short: a key
+/// committed by a concurrent transaction after this look-up is found by the unique index when
+/// the event is written.
+fn batch_prior(conn: &Connection, inputs: &[BatchInput]) -> HashMap<Vec<u8>, PriorTransfer> {
+    let keys: Vec<Datum> = inputs
+        .iter()
+        .filter_map(|t| t.idempotency_key)
+        .map(text_datum)
+        .collect();
+    let mut prior = HashMap::new();
+    if !keys.is_empty() {
+        let rows = conn.execute(&BATCH_PRIOR, &[Some(text_array_datum(&keys))]);
+        for row in 0..rows.len() {
+            if let Some(key) = rows.bytes(row, 1) {
+                prior.insert(key, prior_transfer(&rows, row, 2));
+            }
+        }
+    }
+    prior
+}
+
+/// A batch's accounts, locked: `ids` ascending, `locked` beside them (None: no such account).
+struct LockedBatch<'a, 't> {
+    tables: &'a Tables,
+    accounts: &'a Accounts<'t>,
+    ids: &'a [i64],
+    locked: &'a [Option<LockedAccount>],
+}
+
+impl LockedBatch<'_, '_> {
+    /// Writes the judged postings: each changed account once, at its final state, then the
+    /// events, linked into their accounts' chains. Returns each posting's event seq.
+    fn post(
+        &self,
+        conn: &Connection,
+        inputs: &[BatchInput],
+        judgement: &batch::Judgement,
+        states: &HashMap<i64, AccountState>,
+    ) -> WalletResult<Vec<i64>> {
+        let postings = &judgement.postings;
+        if postings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut last_seq: HashMap<i64, Option<i64>> = self
+            .ids
+            .iter()
+            .zip(self.locked)
+            .filter_map(|(&id, account)| Some((id, account.as_ref()?.last_seq)))
+            .collect();
+        let seqs: Vec<i64> = postings
+            .iter()
+            .map(|_| events::next_seq(self.tables))
+            .collect();
         let pairs: Vec<(i64, i64)> = postings
             .iter()
             .map(|p| (p.request.debit_account_id, p.request.credit_account_id))
@@ -460,14 +497,14 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
         changed.sort_unstable();
         changed.dedup();
         // `changed` is a subset of `ids`, both ascending.
-        let mut rows = ids.iter().zip(&locked);
+        let mut rows = self.ids.iter().zip(self.locked);
         for id in &changed {
             let Some((_, Some(row))) = rows.find(|(locked_id, _)| *locked_id == id) else {
                 unreachable!("a changed account was locked and exists")
             };
             let state = &states[id];
             let newest = last_seq[id].expect("a posting set it");
-            accounts.write(
+            self.accounts.write(
                 conn,
                 row,
                 state.balance,
@@ -476,14 +513,13 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
                 newest,
             );
         }
-
         let currencies: Vec<Datum> = judgement
             .currencies
             .iter()
             .map(|c| text_datum(c.as_bytes()))
             .collect();
         const ROWS_PER_WRITE: usize = 1000;
-        let mut writer = EventWriter::open(&tables, conn, postings.len().min(ROWS_PER_WRITE));
+        let mut writer = EventWriter::open(self.tables, conn, postings.len().min(ROWS_PER_WRITE));
         for ((posting, &seq), &(debit_prev, credit_prev)) in postings.iter().zip(&seqs).zip(&links)
         {
             let r = &posting.request;
@@ -507,22 +543,8 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
             // Its key was committed by a concurrent transaction after the look-up above.
             return Err(postings[i].request.concurrent_change());
         }
-        for (posting, seq) in postings.iter().zip(seqs) {
-            seq_of_input[posting.index] = seq;
-        }
+        Ok(seqs)
     }
-    Ok(judgement
-        .results
-        .into_iter()
-        .enumerate()
-        .map(|(i, result)| match result {
-            BatchResult::Ok(_) => BatchResult::Ok(seq_of_input[i]),
-            BatchResult::Exists(id) if id < 0 => {
-                BatchResult::Exists(seq_of_input[(-id - 1) as usize])
-            }
-            other => other,
-        })
-        .collect())
 }
 
 /// A text[] datum of `items` (text datums).

@@ -80,16 +80,44 @@ pub struct Posting {
     pub credit_balance: i64,
 }
 
+/// One transfer's answer as judging leaves it: final, or waiting for the id of an event that
+/// storage has yet to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judged {
+    /// Final: a rejection, a repeat of a stored transfer, the failure of its chain.
+    Final(BatchResult),
+    /// Posted: the `n`th of `Judgement::postings`; answered `Ok` with its event's id.
+    Posted(usize),
+    /// A repeat (same key, same parameters) of the `n`th posting, earlier in this batch;
+    /// answered `Exists` with that posting's id.
+    RepeatOf(usize),
+}
+
 /// What the batch decided.
 #[derive(Debug, Default)]
 pub struct Judgement {
-    /// Per input transfer, in input order. An `Ok` holds 0 until storage knows the event's id;
-    /// an `Exists` of a transfer posted earlier in the same batch holds -(its index + 1).
-    pub results: Vec<BatchResult>,
+    /// Per input transfer, in input order.
+    pub results: Vec<Judged>,
     /// Transfers to record, in input order.
     pub postings: Vec<Posting>,
     /// The currencies of the postings, each once.
     pub currencies: Vec<Text>,
+}
+
+impl Judgement {
+    /// The answers in input order, once storage has written the postings: `ids[n]` is the id
+    /// of posting `n` (its event's seq).
+    pub fn answers(self, ids: &[i64]) -> Vec<BatchResult> {
+        assert_eq!(ids.len(), self.postings.len(), "an id per posting");
+        self.results
+            .into_iter()
+            .map(|judged| match judged {
+                Judged::Final(result) => result,
+                Judged::Posted(n) => BatchResult::Ok(ids[n]),
+                Judged::RepeatOf(n) => BatchResult::Exists(ids[n]),
+            })
+            .collect()
+    }
 }
 
 /// Checks that need no stored state, per transfer, in the single-call precedence.
@@ -138,7 +166,7 @@ pub fn judge<'a>(
             // The batch ends inside the chain: none of it is applied.
             judgement
                 .results
-                .extend((start..=end).map(|_| BatchResult::LinkedEventChainOpen));
+                .extend((start..=end).map(|_| Judged::Final(BatchResult::LinkedEventChainOpen)));
             break;
         }
         let postings_before = judgement.postings.len();
@@ -149,15 +177,19 @@ pub fn judge<'a>(
             let result =
                 ledger.judge_one(i, &inputs[i], &checked[i], prior, &mut judgement.postings);
             match result {
-                BatchResult::Ok(_) | BatchResult::Exists(_) => {
-                    if let (BatchResult::Ok(_), Some(key)) = (&result, inputs[i].idempotency_key) {
-                        keys_added.push(key);
-                    }
-                    judgement.results.push(result);
-                }
-                failed => {
+                Judged::Final(
+                    failed @ (BatchResult::Rejected(_)
+                    | BatchResult::LinkedEventFailed
+                    | BatchResult::LinkedEventChainOpen),
+                ) => {
                     failure = Some((i, failed));
                     break;
+                }
+                judged => {
+                    if let (Judged::Posted(_), Some(key)) = (&judged, inputs[i].idempotency_key) {
+                        keys_added.push(key);
+                    }
+                    judgement.results.push(judged);
                 }
             }
         }
@@ -170,11 +202,11 @@ pub fn judge<'a>(
             }
             judgement.results.truncate(start);
             for i in start..=end {
-                judgement.results.push(if i == failed_at {
+                judgement.results.push(Judged::Final(if i == failed_at {
                     reason.clone()
                 } else {
                     BatchResult::LinkedEventFailed
-                });
+                }));
             }
         }
         start = end + 1;
@@ -186,6 +218,7 @@ pub fn judge<'a>(
 /// The batch's running state: account balances, keys posted so far, undo log of the chain.
 struct Ledger<'m, 'a> {
     accounts: &'m mut HashMap<i64, AccountState>,
+    /// Keys posted so far in this batch: the posting's number and its transfer.
     posted_keys: HashMap<&'a [u8], (usize, TransferRequest)>,
     undo: Vec<(i64, i64)>,
     /// Currencies seen so far (a batch has few: a linear search beats hashing).
@@ -209,26 +242,27 @@ impl<'a> Ledger<'_, 'a> {
         check: &Result<TransferRequest, WalletError>,
         prior: &HashMap<Vec<u8>, PriorTransfer>,
         postings: &mut Vec<Posting>,
-    ) -> BatchResult {
+    ) -> Judged {
+        let rejected = |e| Judged::Final(BatchResult::Rejected(e));
         let request = match check {
             Ok(request) => request.clone(),
-            Err(e) => return BatchResult::Rejected(e.clone()),
+            Err(e) => return rejected(e.clone()),
         };
         if let Some(key) = input.idempotency_key {
             if let Some(first) = prior.get(key) {
-                return match transfer::replay_answer(key, &request, first) {
+                return Judged::Final(match transfer::replay_answer(key, &request, first) {
                     Ok(id) => BatchResult::Exists(id),
                     Err(e) => BatchResult::Rejected(e),
-                };
+                });
             }
-            if let Some((first_index, first_request)) = self.posted_keys.get(key) {
-                // Posted earlier in this batch: its id is not known yet; storage fills it in.
+            if let Some((first_posting, first_request)) = self.posted_keys.get(key) {
+                // Posted earlier in this batch: its id is known once storage has written it.
                 return if *first_request == request {
-                    BatchResult::Exists(-(*first_index as i64) - 1)
+                    Judged::RepeatOf(*first_posting)
                 } else {
-                    BatchResult::Rejected(WalletError::IdempotencyKeyReused {
+                    rejected(WalletError::IdempotencyKeyReused {
                         key: Text::from(key),
-                        transfer_id: -1,
+                        transfer_id: None,
                         debit_account_id: request.debit_account_id,
                         credit_account_id: request.credit_account_id,
                         amount: request.amount,
@@ -239,7 +273,7 @@ impl<'a> Ledger<'_, 'a> {
         let debit = self.accounts.get(&request.debit_account_id);
         let credit = self.accounts.get(&request.credit_account_id);
         if let Err(e) = transfer::check_transfer_against(&request, debit, credit) {
-            return BatchResult::Rejected(e);
+            return rejected(e);
         }
         let name = &debit.expect("checked").currency;
         let currency = match self.currencies.iter().position(|c| c == name) {
@@ -251,8 +285,9 @@ impl<'a> Ledger<'_, 'a> {
         };
         let debit_balance = self.apply(request.debit_account_id, -request.amount);
         let credit_balance = self.apply(request.credit_account_id, request.amount);
+        let posting = postings.len();
         if let Some(key) = input.idempotency_key {
-            self.posted_keys.insert(key, (index, request.clone()));
+            self.posted_keys.insert(key, (posting, request.clone()));
         }
         postings.push(Posting {
             index,
@@ -261,7 +296,7 @@ impl<'a> Ledger<'_, 'a> {
             debit_balance,
             credit_balance,
         });
-        BatchResult::Ok(0)
+        Judged::Posted(posting)
     }
 
     /// Adds `delta` to an account's balance (bounds checked before); returns the new balance.
@@ -332,7 +367,8 @@ mod tests {
     fn run(inputs: &[BatchInput], state: &mut HashMap<i64, AccountState>) -> Vec<&'static str> {
         let checked = check_arguments(inputs);
         let judgement = judge(inputs, &checked, &HashMap::new(), state);
-        judgement.results.iter().map(|r| r.code().1).collect()
+        let ids: Vec<i64> = (0..judgement.postings.len() as i64).collect();
+        judgement.answers(&ids).iter().map(|r| r.code().1).collect()
     }
 
     #[test]
@@ -483,7 +519,13 @@ mod tests {
         ];
         let checked = check_arguments(&inputs);
         let judgement = judge(&inputs, &checked, &prior, &mut state);
-        let codes: Vec<_> = judgement.results.iter().map(|r| r.code().1).collect();
+        // The in-batch repeat waits for the id of posting 0, as does its first.
+        assert_eq!(judgement.results[0], Judged::Posted(0));
+        assert_eq!(judgement.results[1], Judged::RepeatOf(0));
+        assert_eq!(judgement.postings.len(), 1);
+        assert_eq!(state[&2].balance, 10);
+        let answers = judgement.answers(&[31]);
+        let codes: Vec<_> = answers.iter().map(|r| r.code().1).collect();
         assert_eq!(
             codes,
             [
@@ -494,11 +536,17 @@ mod tests {
                 "idempotency_key_reused"
             ]
         );
-        assert_eq!(judgement.results[3], BatchResult::Exists(7));
-        // The in-batch repeat points at input 0 until storage knows its id.
-        assert_eq!(judgement.results[1], BatchResult::Exists(-1));
-        assert_eq!(state[&2].balance, 10);
-        assert_eq!(judgement.postings.len(), 1);
+        assert_eq!(answers[0], BatchResult::Ok(31));
+        assert_eq!(answers[1], BatchResult::Exists(31));
+        assert_eq!(answers[3], BatchResult::Exists(7));
+        // A different transfer under a key this batch used: no id to name yet, and none made up.
+        let BatchResult::Rejected(reused) = &answers[2] else {
+            panic!("rejected")
+        };
+        assert_eq!(
+            reused.to_string(),
+            "idempotency key \"a\" was already used by an earlier transfer of this batch with different parameters (now: 11 from account 1 to account 2)"
+        );
     }
 
     #[test]
@@ -530,8 +578,13 @@ mod tests {
         let inputs = [t(1, 2, 5), t(3, 4, 5), t(2, 1, 1), t(1, 3, 1), t(4, 3, 1)];
         let checked = check_arguments(&inputs);
         let judgement = judge(&inputs, &checked, &HashMap::new(), &mut state);
-        let codes: Vec<&str> = judgement.results.iter().map(|r| r.code().1).collect();
-        assert_eq!(codes, ["ok", "ok", "ok", "currency_mismatch", "ok"]);
+        let ok = |n| Judged::Posted(n);
+        assert_eq!(judgement.results[..3], [ok(0), ok(1), ok(2)]);
+        assert_eq!(judgement.results[4], ok(3));
+        assert!(matches!(
+            &judgement.results[3],
+            Judged::Final(BatchResult::Rejected(WalletError::CurrencyMismatch { .. }))
+        ));
         assert_eq!(judgement.currencies, [Text::from("EUR"), Text::from("USD")]);
         let named: Vec<&str> = judgement
             .postings

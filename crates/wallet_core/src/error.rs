@@ -46,10 +46,11 @@ pub enum WalletError {
         available: i64,
     },
 
-    #[error("idempotency key \"{key}\" was already used by transfer {transfer_id} with different parameters (now: {amount} from account {debit_account_id} to account {credit_account_id})")]
+    #[error("idempotency key \"{key}\" was already used by {} with different parameters (now: {amount} from account {debit_account_id} to account {credit_account_id})", used_by(*.transfer_id))]
     IdempotencyKeyReused {
         key: Text,
-        transfer_id: i64,
+        /// The first transfer's id; None for one earlier in the same batch, not written yet.
+        transfer_id: Option<i64>,
         debit_account_id: i64,
         credit_account_id: i64,
         amount: i64,
@@ -279,3 +280,11 @@ impl WalletError {
 }
 
 pub type WalletResult<T> = Result<T, WalletError>;
+
+/// Who used an idempotency key first, for IdempotencyKeyReused's message.
+fn used_by(transfer_id: Option<i64>) -> String {
+    match transfer_id {
+        Some(id) => format!("transfer {id}"),
+        None => "an earlier transfer of this batch".to_string(),
+    }
+}

@@ -249,7 +249,7 @@ pub fn replay_answer(
     } else {
         Err(WalletError::IdempotencyKeyReused {
             key: Text::from(key),
-            transfer_id: prior.transfer_id,
+            transfer_id: Some(prior.transfer_id),
             debit_account_id: request.debit_account_id,
             credit_account_id: request.credit_account_id,
             amount: request.amount,
@@ -495,7 +495,7 @@ mod tests {
         assert!(matches!(
             replay_answer(b"k", &request(6), &prior),
             Err(WalletError::IdempotencyKeyReused {
-                transfer_id: 42,
+                transfer_id: Some(42),
                 ..
             })
         ));
