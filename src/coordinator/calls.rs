@@ -341,145 +341,147 @@ pub(super) const UNDO_BRANCH: &str =
     "SELECT item, sqlstate, message, value FROM wallet.undo_branch($1::text[], $2::text[])";
 pub(super) const KEYS_POSTED: &str = "SELECT count(*) FROM wallet.events WHERE idempotency_key = ANY ($1::text[]) AND event_type = 'transfer'";
 
-pub(super) fn ints(values: impl Iterator<Item = Option<i64>>) -> Option<Vec<u8>> {
-    Some(array_literal(
-        values.map(|v| v.map(|v| v.to_string().into_bytes())),
-    ))
+/// A branch's postings as the participant functions take them: a column per argument, a value
+/// per posting in text form (None for NULL).
+struct BranchColumns {
+    gtids: Column,
+    ids: Column,
+    keys: Vec<Vec<u8>>,
+    debits: Column,
+    credits: Column,
+    amounts: Column,
+    linked: Column,
+}
+
+type Column = Vec<Option<Vec<u8>>>;
+
+impl BranchColumns {
+    fn of(g: &Gtx, b: usize) -> BranchColumns {
+        let branch = &g.branches[b];
+        let n = branch.postings.len();
+        let hash = gtid_hash(&g.gtid);
+        let int = |v: Option<i64>| v.map(|v| v.to_string().into_bytes());
+        BranchColumns {
+            gtids: (0..n).map(|_| Some(g.gtid.clone())).collect(),
+            ids: (0..n)
+                .map(|k| Some(protocol::posting_id(&branch.name, k, n).into_bytes()))
+                .collect(),
+            keys: (0..n).map(|k| posting_key(&hash, branch.no, k)).collect(),
+            debits: branch
+                .postings
+                .iter()
+                .map(|p| int(p.debit_account_id))
+                .collect(),
+            credits: branch
+                .postings
+                .iter()
+                .map(|p| int(p.credit_account_id))
+                .collect(),
+            amounts: branch
+                .postings
+                .iter()
+                .map(|p| int(Some(p.amount)))
+                .collect(),
+            linked: (0..n)
+                .map(|k| {
+                    Some(if k + 1 < n {
+                        b"t".to_vec()
+                    } else {
+                        b"f".to_vec()
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn key_column(&self) -> Column {
+        self.keys.iter().cloned().map(Some).collect()
+    }
+
+    fn undo_column(&self) -> Column {
+        self.keys.iter().map(|k| Some(undo_key(k))).collect()
+    }
+
+    /// The columns of the participant function of `protocol`'s `kind` call, in its argument
+    /// order, or None for a call that is not a participant function (2PC's, a saga's confirm).
+    fn arguments(&self, protocol: Protocol, kind: CallKind) -> Option<Vec<Column>> {
+        Some(match (protocol, kind) {
+            (Protocol::Tcc, CallKind::Try) => vec![
+                self.gtids.clone(),
+                self.ids.clone(),
+                self.debits.clone(),
+                self.credits.clone(),
+                self.amounts.clone(),
+            ],
+            (Protocol::Tcc, CallKind::Confirm | CallKind::Cancel) => {
+                vec![self.gtids.clone(), self.ids.clone()]
+            }
+            (Protocol::Saga, CallKind::Try) => self.posting_arguments(),
+            (Protocol::Saga, CallKind::Cancel) => vec![self.key_column(), self.undo_column()],
+            _ => return None,
+        })
+    }
+
+    /// post_branch's columns (2PC's try and a saga's).
+    fn posting_arguments(&self) -> Vec<Column> {
+        vec![
+            self.key_column(),
+            self.debits.clone(),
+            self.credits.clone(),
+            self.amounts.clone(),
+            self.linked.clone(),
+        ]
+    }
+}
+
+/// Each column as one array literal parameter.
+fn array_params(columns: &[Column]) -> Vec<Option<Vec<u8>>> {
+    columns
+        .iter()
+        .map(|column| Some(array_literal(column.iter().map(|v| v.as_deref()))))
+        .collect()
 }
 
 pub(super) fn remote_commands(g: &Gtx, b: usize, kind: CallKind, coordinator: &str) -> Remote {
-    let branch = &g.branches[b];
-    let n = branch.postings.len();
-    let hash = gtid_hash(&g.gtid);
-    let ids: Vec<Vec<u8>> = (0..n)
-        .map(|k| protocol::posting_id(&branch.name, k, n).into_bytes())
-        .collect();
-    let gtids = Some(array_literal((0..n).map(|_| Some(g.gtid.as_slice()))));
-    let id_array = Some(array_literal(ids.iter().map(|i| Some(i.as_slice()))));
-    let keys: Vec<Vec<u8>> = (0..n).map(|k| posting_key(&hash, branch.no, k)).collect();
-    let key_array = Some(array_literal(keys.iter().map(|k| Some(k.as_slice()))));
-    let debits = ints(branch.postings.iter().map(|p| p.debit_account_id));
-    let credits = ints(branch.postings.iter().map(|p| p.credit_account_id));
-    let amounts = ints(branch.postings.iter().map(|p| Some(p.amount)));
-    let linked = Some(array_literal(
-        (0..n).map(|k| Some(if k + 1 < n { "t" } else { "f" })),
-    ));
-    let gid = gid(coordinator, &hash, branch.no);
-    let int = |v: Option<i64>| v.map(|v| v.to_string().into_bytes());
-    let column_gtids: Vec<Option<Vec<u8>>> = (0..n).map(|_| Some(g.gtid.clone())).collect();
-    let column_ids: Vec<Option<Vec<u8>>> = ids.iter().cloned().map(Some).collect();
-    let column_keys: Vec<Option<Vec<u8>>> = keys.iter().cloned().map(Some).collect();
-    let column_debits: Vec<Option<Vec<u8>>> = branch
-        .postings
-        .iter()
-        .map(|p| int(p.debit_account_id))
-        .collect();
-    let column_credits: Vec<Option<Vec<u8>>> = branch
-        .postings
-        .iter()
-        .map(|p| int(p.credit_account_id))
-        .collect();
-    let column_amounts: Vec<Option<Vec<u8>>> = branch
-        .postings
-        .iter()
-        .map(|p| int(Some(p.amount)))
-        .collect();
-    let column_linked: Vec<Option<Vec<u8>>> = (0..n)
-        .map(|k| {
-            Some(if k + 1 < n {
-                b"t".to_vec()
-            } else {
-                b"f".to_vec()
-            })
-        })
-        .collect();
+    let columns = BranchColumns::of(g, b);
     let timeout = Some(format!("{} microseconds", g.timeout_micros).into_bytes());
-    let items = match (g.protocol, kind) {
-        (Protocol::Tcc, CallKind::Try) => Some(Items {
-            columns: vec![
-                column_gtids.clone(),
-                column_ids.clone(),
-                column_debits.clone(),
-                column_credits.clone(),
-                column_amounts.clone(),
-            ],
-            shared: vec![timeout.clone()],
-        }),
-        (Protocol::Tcc, CallKind::Confirm | CallKind::Cancel) => Some(Items {
-            columns: vec![column_gtids.clone(), column_ids.clone()],
-            shared: vec![],
-        }),
-        (Protocol::Saga, CallKind::Try) => Some(Items {
-            columns: vec![
-                column_keys.clone(),
-                column_debits.clone(),
-                column_credits.clone(),
-                column_amounts.clone(),
-                column_linked.clone(),
-            ],
-            shared: vec![],
-        }),
-        (Protocol::Saga, CallKind::Cancel) => Some(Items {
-            columns: vec![
-                column_keys.clone(),
-                keys.iter().map(|k| Some(undo_key(k))).collect(),
-            ],
-            shared: vec![],
-        }),
-        _ => None,
+    let shared = match (g.protocol, kind) {
+        (Protocol::Tcc, CallKind::Try) => vec![timeout],
+        _ => vec![],
     };
-    let command = |name: &'static str, sql: &str, params: Vec<Option<Vec<u8>>>| Command {
-        name: Some(name),
-        sql: sql.to_string(),
-        params,
+    let arguments = columns.arguments(g.protocol, kind);
+    let call = |name: &'static str, sql: &str| {
+        let mut params = array_params(arguments.as_deref().unwrap_or_default());
+        params.extend(shared.iter().cloned());
+        Command {
+            name: Some(name),
+            sql: sql.to_string(),
+            params,
+        }
     };
     let text = |sql: String| Command {
         name: None,
         sql,
         params: vec![],
     };
+    let gid = gid(coordinator, &gtid_hash(&g.gtid), g.branches[b].no);
     let commands = match (g.protocol, kind) {
-        (Protocol::Tcc, CallKind::Try) => vec![command(
-            "wallet_tcc_try",
-            TCC_TRY,
-            vec![gtids, id_array, debits, credits, amounts, timeout],
-        )],
-        (Protocol::Tcc, CallKind::Confirm) => vec![command(
-            "wallet_tcc_confirm",
-            TCC_CONFIRM,
-            vec![gtids, id_array],
-        )],
-        (Protocol::Tcc, CallKind::Cancel) => vec![command(
-            "wallet_tcc_cancel",
-            TCC_CANCEL,
-            vec![gtids, id_array],
-        )],
+        (Protocol::Tcc, CallKind::Try) => vec![call("wallet_tcc_try", TCC_TRY)],
+        (Protocol::Tcc, CallKind::Confirm) => vec![call("wallet_tcc_confirm", TCC_CONFIRM)],
+        (Protocol::Tcc, CallKind::Cancel) => vec![call("wallet_tcc_cancel", TCC_CANCEL)],
         (Protocol::TwoPhase, CallKind::Try) => vec![
             text("BEGIN".into()),
-            command(
-                "wallet_post_branch",
-                POST_BRANCH,
-                vec![key_array, debits, credits, amounts, linked],
-            ),
+            Command {
+                name: Some("wallet_post_branch"),
+                sql: POST_BRANCH.to_string(),
+                params: array_params(&columns.posting_arguments()),
+            },
             text(format!("PREPARE TRANSACTION '{gid}'")),
         ],
         (Protocol::TwoPhase, CallKind::Confirm) => vec![text(format!("COMMIT PREPARED '{gid}'"))],
         (Protocol::TwoPhase, CallKind::Cancel) => vec![text(format!("ROLLBACK PREPARED '{gid}'"))],
-        (Protocol::Saga, CallKind::Try) => {
-            vec![command(
-                "wallet_post_branch",
-                POST_BRANCH,
-                vec![key_array, debits, credits, amounts, linked],
-            )]
-        }
-        (Protocol::Saga, CallKind::Cancel) => {
-            let undo = Some(array_literal(keys.iter().map(|k| Some(undo_key(k)))));
-            vec![command(
-                "wallet_undo_branch",
-                UNDO_BRANCH,
-                vec![key_array, undo],
-            )]
-        }
+        (Protocol::Saga, CallKind::Try) => vec![call("wallet_post_branch", POST_BRANCH)],
+        (Protocol::Saga, CallKind::Cancel) => vec![call("wallet_undo_branch", UNDO_BRANCH)],
         (Protocol::Saga, CallKind::Confirm) => vec![],
     };
     Remote {
@@ -489,8 +491,8 @@ pub(super) fn remote_commands(g: &Gtx, b: usize, kind: CallKind, coordinator: &s
             kind,
         },
         commands,
-        keys,
-        items,
+        keys: columns.keys,
+        items: arguments.map(|columns| Items { columns, shared }),
     }
 }
 
