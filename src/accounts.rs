@@ -93,7 +93,8 @@ impl<'t> Accounts<'t> {
             // again (NoLock: a second look-up in the lock table per call, for nothing); the
             // index is locked here as a plain UPDATE locks it.
             unsafe {
-                let accounts = pg_sys::table_open(tables.catalog.accounts, pg_sys::NoLock as pg_sys::LOCKMODE);
+                let accounts =
+                    pg_sys::table_open(tables.catalog.accounts, pg_sys::NoLock as pg_sys::LOCKMODE);
                 let accounts_pkey = pg_sys::index_open(
                     tables.catalog.accounts_pkey,
                     pg_sys::RowExclusiveLock as pg_sys::LOCKMODE,
