@@ -216,59 +216,17 @@ fn advance(
         match protocol::next_action(g.protocol, g.phase, &statuses, stop, local_branch(g)) {
             Action::DecideConfirm => decide(g, Phase::Confirm, None),
             Action::DecideCancel => {
-                let reason = g.error.clone().or_else(|| {
-                    Some(if recovering && g.protocol != Protocol::Saga {
-                        ("WA021".into(), format!("global transaction {} was cancelled by recovery: its coordinator stopped before deciding", Text(g.gtid.clone())))
-                    } else {
-                        ("WA021".into(), format!("global transaction {} passed its decision deadline before every branch was tried", Text(g.gtid.clone())))
-                    })
-                });
+                let reason = g
+                    .error
+                    .clone()
+                    .or_else(|| Some(cancel_reason(g, recovering)));
                 decide(g, Phase::Cancel, reason);
             }
-            Action::PostLocalAndDecide(b) => {
-                // The posting stays only if it is the one that confirms: a refusal, or a currency
-                // other than the nodes', decides cancel, and a 2PC cancel of this node's branch
-                // has nothing to undo.
-                let currency = g.currency.clone();
-                let answer = subtransaction(
-                    || call_local(conn, g, b, CallKind::Try),
-                    |r| matches!(r, Ok((Answer::Done, now, _)) if !currency_mismatch(&currency, now)),
-                )?;
-                let answered = answered(
-                    &Wanted {
-                        gtx: index,
-                        branch: b,
-                        kind: CallKind::Try,
-                    },
-                    answer,
-                );
-                record(g, &answered);
-                if g.branches[b].status == BranchStatus::Tried && g.phase == Phase::Try {
-                    // Posted with the decision: confirmed at the same commit.
-                    set_branch(g, b, BranchStatus::Confirmed, None);
-                    decide(g, Phase::Confirm, None);
-                } else if g.phase == Phase::Try {
-                    let reason = g.error.clone();
-                    decide(g, Phase::Cancel, reason);
-                }
-            }
+            Action::PostLocalAndDecide(b) => post_local_and_decide(conn, g, b, index)?,
             Action::FinishConfirmed => return Ok(finish(g, "confirmed", recovering, None)),
             Action::FinishCancelled => return Ok(finish(g, "cancelled", recovering, None)),
             Action::Stuck(b) => {
-                // The participant's own SQLSTATE and message, and what an operator must do.
-                let (sqlstate, why) = g.branches[b]
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| ("WA025".into(), "refused".into()));
-                let error = Some((
-                    sqlstate,
-                    format!(
-                        "the {} of branch {} on node {} was refused for good ({why}); settle that, then SELECT wallet.resume_global_transaction(gtid)",
-                        if g.phase == Phase::Confirm { "confirm" } else { "compensation" },
-                        b + 1,
-                        g.branches[b].node,
-                    ),
-                ));
+                let error = Some(stuck_error(g, b));
                 return Ok(finish(g, "stuck", recovering, error));
             }
             Action::Forget(list) => {
@@ -295,6 +253,68 @@ fn advance(
         }
     }
     Ok(())
+}
+
+/// Why a global transaction is cancelled when no branch gave a reason.
+fn cancel_reason(g: &Gtx, recovering: bool) -> (String, String) {
+    let gtid = Text(g.gtid.clone());
+    if recovering && g.protocol != Protocol::Saga {
+        ("WA021".into(), format!("global transaction {gtid} was cancelled by recovery: its coordinator stopped before deciding"))
+    } else {
+        ("WA021".into(), format!("global transaction {gtid} passed its decision deadline before every branch was tried"))
+    }
+}
+
+/// 2PC's branch on this node, posted in the step that decides: the posting stays only if it is
+/// the one that confirms (a refusal, or a currency other than the nodes', decides cancel, and a
+/// 2PC cancel of this node's branch has nothing to undo).
+fn post_local_and_decide(
+    conn: &Connection,
+    g: &mut Gtx,
+    b: usize,
+    index: usize,
+) -> WalletResult<()> {
+    let currency = g.currency.clone();
+    let answer = subtransaction(
+        || call_local(conn, g, b, CallKind::Try),
+        |r| matches!(r, Ok((Answer::Done, now, _)) if !currency_mismatch(&currency, now)),
+    )?;
+    let answered = answered(
+        &Wanted {
+            gtx: index,
+            branch: b,
+            kind: CallKind::Try,
+        },
+        answer,
+    );
+    record(g, &answered);
+    if g.branches[b].status == BranchStatus::Tried && g.phase == Phase::Try {
+        // Posted with the decision: confirmed at the same commit.
+        set_branch(g, b, BranchStatus::Confirmed, None);
+        decide(g, Phase::Confirm, None);
+    } else if g.phase == Phase::Try {
+        let reason = g.error.clone();
+        decide(g, Phase::Cancel, reason);
+    }
+    Ok(())
+}
+
+/// A branch refused for good: the participant's own SQLSTATE and message, and what an operator
+/// must do.
+fn stuck_error(g: &Gtx, b: usize) -> (String, String) {
+    let (sqlstate, why) = g.branches[b]
+        .error
+        .clone()
+        .unwrap_or_else(|| ("WA025".into(), "refused".into()));
+    (
+        sqlstate,
+        format!(
+            "the {} of branch {} on node {} was refused for good ({why}); settle that, then SELECT wallet.resume_global_transaction(gtid)",
+            if g.phase == Phase::Confirm { "confirm" } else { "compensation" },
+            b + 1,
+            g.branches[b].node,
+        ),
+    )
 }
 
 fn push_remote(
@@ -468,23 +488,7 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
         next.sort_unstable();
         next.dedup();
         let mut pending = call_remote(remotes);
-        for kind in [CallKind::Try, CallKind::Confirm, CallKind::Cancel] {
-            if pending
-                .iter()
-                .any(|a| a.kind == kind && a.answer != Answer::Lost)
-            {
-                fault(match kind {
-                    CallKind::Try => "after_remote_try",
-                    CallKind::Confirm => "after_remote_confirm",
-                    CallKind::Cancel => "after_remote_cancel",
-                })?;
-            }
-        }
-        for a in pending.iter_mut().filter(|a| losing_answers(a.kind)) {
-            a.answer = Answer::Lost;
-            a.currency = None;
-            a.error = Some(("08006".into(), "wallet.fault: the answer was lost".into()));
-        }
+        faults_after_calls(&mut pending)?;
         answers = vec![Vec::new(); n];
         for a in pending {
             answers[a.gtx].push(a);
@@ -497,6 +501,29 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
         active = next;
     }
     Ok(state)
+}
+
+/// The test faults (`wallet.fault`) of a round's calls, once they answered: a fault point per
+/// kind of call that reached its node, and answers of a kind set to be lost.
+fn faults_after_calls(pending: &mut [Answered]) -> WalletResult<()> {
+    for kind in [CallKind::Try, CallKind::Confirm, CallKind::Cancel] {
+        if pending
+            .iter()
+            .any(|a| a.kind == kind && a.answer != Answer::Lost)
+        {
+            fault(match kind {
+                CallKind::Try => "after_remote_try",
+                CallKind::Confirm => "after_remote_confirm",
+                CallKind::Cancel => "after_remote_cancel",
+            })?;
+        }
+    }
+    for a in pending.iter_mut().filter(|a| losing_answers(a.kind)) {
+        a.answer = Answer::Lost;
+        a.currency = None;
+        a.error = Some(("08006".into(), "wallet.fault: the answer was lost".into()));
+    }
+    Ok(())
 }
 
 fn outcome_of(g: &Gtx) -> Outcome {
@@ -706,25 +733,7 @@ pub fn run_batch(
     protocol: Protocol,
     timeout_micros: i64,
 ) -> WalletResult<Vec<ItemOutcome>> {
-    let mut answers: Vec<Option<ItemOutcome>> = vec![None; items.len()];
-    let mut planned: Vec<(usize, Request, Vec<protocol::BranchPlan>)> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (k, item) in items.into_iter().enumerate() {
-        let checked = item.and_then(|r| {
-            if !seen.insert(r.gtid.clone()) {
-                return Err(WalletError::invalid_argument(
-                    "gtids",
-                    format!("{} appears twice in the batch", Text(r.gtid.clone())),
-                ));
-            }
-            let plan = protocol::plan_for(&r.legs, protocol)?;
-            Ok((r, plan))
-        });
-        match checked {
-            Ok((r, plan)) => planned.push((k, r, plan)),
-            Err(e) => answers[k] = Some(ItemOutcome::rejected(&e)),
-        }
-    }
+    let (mut answers, planned) = plan_batch(items, protocol);
     let batch = new_batch_id();
     // The session locks taken for the batch: its own, and a claim for each repeat driven again;
     // released on every way out, an ERROR's included (session locks outlive transactions).
@@ -737,54 +746,14 @@ pub fn run_batch(
     };
     let record = || {
         step(owner, |conn| {
-            let mut known: std::collections::HashMap<String, bool> = Default::default();
-            let mut valid = Vec::new();
-            for (k, r, plan) in &planned {
-                let unknown = plan.iter().map(|b| b.node.as_str()).find(|&node| {
-                    node != LOCAL
-                        && !*known
-                            .entry(node.to_string())
-                            .or_insert_with(|| nodes::exists(node))
-                });
-                match unknown {
-                    Some(node) => {
-                        answers[*k] = Some(ItemOutcome::rejected(&WalletError::UnknownNode {
-                            node: Text::from(node),
-                        }))
-                    }
-                    None => valid.push((*k, r, plan.as_slice())),
-                }
-            }
-            locks::lock_for_session(LockClass::Batch, &batch, true)?;
-            // Inserted in gtid order: two batches sharing new gtids wait for each other in one
-            // order, never in a cycle.
-            let mut rows: Vec<(&Request, &[protocol::BranchPlan])> =
-                valid.iter().map(|(_, r, p)| (*r, *p)).collect();
-            rows.sort_by(|a, b| a.0.gtid.cmp(&b.0.gtid));
-            let new = insert_batch(conn, protocol, timeout_micros, &batch, &rows);
-            // The others are repeats: the same global transaction again, or another under its gtid.
-            let repeats: Vec<(usize, &Request)> = valid
-                .iter()
-                .filter(|(_, r, _)| !new.contains(&r.gtid))
-                .map(|(k, r, _)| (*k, *r))
-                .collect();
-            let ids: Vec<Vec<u8>> = repeats.iter().map(|(_, r)| r.gtid.clone()).collect();
-            for ((k, r), existing) in repeats.iter().zip(load_many(conn, &ids)?) {
-                let Some(existing) = existing else { continue };
-                if existing.protocol != protocol || existing.legs != r.legs {
-                    answers[*k] = Some(ItemOutcome::rejected(&WalletError::GtidReused {
-                        gtid: Text(r.gtid.clone()),
-                        existing: describe(&existing.protocol, &existing.legs),
-                    }));
-                } else if existing.finished || existing.outcome.is_some() {
-                    answers[*k] = Some(ItemOutcome::of(&outcome_of(&existing)));
-                } else if claim_for_recovery(&r.gtid, existing.batch.as_deref())? {
-                    claimed.borrow_mut().push(r.gtid.clone());
-                } else {
-                    answers[*k] = Some(ItemOutcome::of(&Outcome::Busy));
-                }
-            }
-            Ok(new)
+            let recording = BatchRecording {
+                protocol,
+                timeout_micros,
+                batch: &batch,
+                planned: &planned,
+                claimed: &claimed,
+            };
+            recording.record(conn, &mut answers)
         })
     };
     let recorded = PgTryBuilder::new(AssertUnwindSafe(record))
@@ -833,6 +802,106 @@ pub fn run_batch(
         .into_iter()
         .map(|a| a.expect("every item answered"))
         .collect())
+}
+
+/// A batch item that passed its own checks: its place in the batch, its request, its plan.
+type Planned = (usize, Request, Vec<protocol::BranchPlan>);
+
+/// Checks each item on its own (a gtid twice in the batch, a plan for its legs): the answers of
+/// those refused, and the others planned.
+fn plan_batch(
+    items: Vec<Result<Request, WalletError>>,
+    protocol: Protocol,
+) -> (Vec<Option<ItemOutcome>>, Vec<Planned>) {
+    let mut answers: Vec<Option<ItemOutcome>> = vec![None; items.len()];
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (k, item) in items.into_iter().enumerate() {
+        let checked = item.and_then(|r| {
+            if !seen.insert(r.gtid.clone()) {
+                return Err(WalletError::invalid_argument(
+                    "gtids",
+                    format!("{} appears twice in the batch", Text(r.gtid.clone())),
+                ));
+            }
+            let plan = protocol::plan_for(&r.legs, protocol)?;
+            Ok((r, plan))
+        });
+        match checked {
+            Ok((r, plan)) => planned.push((k, r, plan)),
+            Err(e) => answers[k] = Some(ItemOutcome::rejected(&e)),
+        }
+    }
+    (answers, planned)
+}
+
+/// The recording step of a batch: what it records and the claims it takes.
+struct BatchRecording<'a> {
+    protocol: Protocol,
+    timeout_micros: i64,
+    batch: &'a [u8],
+    planned: &'a [Planned],
+    /// The claims taken on repeats driven again (released by run_batch on every way out).
+    claimed: &'a RefCell<Vec<Vec<u8>>>,
+}
+
+impl BatchRecording<'_> {
+    /// Records the batch's new global transactions (returns their gtids) and answers the items
+    /// that will not be driven: an unknown node, a reused gtid, a finished or busy repeat.
+    fn record(
+        &self,
+        conn: &Connection,
+        answers: &mut [Option<ItemOutcome>],
+    ) -> WalletResult<std::collections::HashSet<Vec<u8>>> {
+        let mut known: std::collections::HashMap<String, bool> = Default::default();
+        let mut valid = Vec::new();
+        for (k, r, plan) in self.planned {
+            let unknown = plan.iter().map(|b| b.node.as_str()).find(|&node| {
+                node != LOCAL
+                    && !*known
+                        .entry(node.to_string())
+                        .or_insert_with(|| nodes::exists(node))
+            });
+            match unknown {
+                Some(node) => {
+                    answers[*k] = Some(ItemOutcome::rejected(&WalletError::UnknownNode {
+                        node: Text::from(node),
+                    }))
+                }
+                None => valid.push((*k, r, plan.as_slice())),
+            }
+        }
+        locks::lock_for_session(LockClass::Batch, self.batch, true)?;
+        // Inserted in gtid order: two batches sharing new gtids wait for each other in one
+        // order, never in a cycle.
+        let mut rows: Vec<(&Request, &[protocol::BranchPlan])> =
+            valid.iter().map(|(_, r, p)| (*r, *p)).collect();
+        rows.sort_by(|a, b| a.0.gtid.cmp(&b.0.gtid));
+        let new = insert_batch(conn, self.protocol, self.timeout_micros, self.batch, &rows);
+        // The others are repeats: the same global transaction again, or another under its gtid.
+        let repeats: Vec<(usize, &Request)> = valid
+            .iter()
+            .filter(|(_, r, _)| !new.contains(&r.gtid))
+            .map(|(k, r, _)| (*k, *r))
+            .collect();
+        let ids: Vec<Vec<u8>> = repeats.iter().map(|(_, r)| r.gtid.clone()).collect();
+        for ((k, r), existing) in repeats.iter().zip(load_many(conn, &ids)?) {
+            let Some(existing) = existing else { continue };
+            if existing.protocol != self.protocol || existing.legs != r.legs {
+                answers[*k] = Some(ItemOutcome::rejected(&WalletError::GtidReused {
+                    gtid: Text(r.gtid.clone()),
+                    existing: describe(&existing.protocol, &existing.legs),
+                }));
+            } else if existing.finished || existing.outcome.is_some() {
+                answers[*k] = Some(ItemOutcome::of(&outcome_of(&existing)));
+            } else if claim_for_recovery(&r.gtid, existing.batch.as_deref())? {
+                self.claimed.borrow_mut().push(r.gtid.clone());
+            } else {
+                answers[*k] = Some(ItemOutcome::of(&Outcome::Busy));
+            }
+        }
+        Ok(new)
+    }
 }
 
 fn describe(protocol: &Protocol, legs: &[Leg]) -> String {

@@ -157,123 +157,132 @@ pub fn next_action(
     stop: bool,
     local: Option<usize>,
 ) -> Action {
-    use BranchStatus as B;
-    let with = |wanted: &[B]| -> Vec<usize> {
-        branches
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| wanted.contains(s))
-            .map(|(i, _)| i)
-            .collect()
-    };
     match phase {
-        Phase::Try => {
-            let failed = branches.contains(&B::Failed);
-            let untried = with(&[B::New]);
-            if failed || (stop && !untried.is_empty()) {
-                return Action::DecideCancel;
-            }
-            if branches.iter().all(|b| *b == B::Tried) {
-                return Action::DecideConfirm;
-            }
-            if protocol == Protocol::TwoPhase {
-                if let Some(l) = local.filter(|&l| branches[l] == B::New) {
-                    let others_prepared = branches
-                        .iter()
-                        .enumerate()
-                        .all(|(i, b)| i == l || *b == B::Tried);
-                    return if others_prepared {
-                        Action::PostLocalAndDecide(l)
-                    } else {
-                        let next = untried.into_iter().find(|&i| i != l);
-                        Action::Call(CallKind::Try, next.into_iter().collect())
-                    };
-                }
-            }
-            if untried.is_empty() {
-                // Confirmed, cancelled or refused branches while trying: only an operator could
-                // have done that. Nothing is decided to confirm, so cancel.
-                return Action::DecideCancel;
-            }
-            match protocol {
-                // Tried in parallel: the try phase costs the slowest node, not the sum (a try's
-                // local transaction commits at once, holding nothing while others are tried).
-                Protocol::Tcc => Action::Call(CallKind::Try, untried),
-                // Prepared one node after the other, in the order of the nodes' names (see
-                // `plan_for`): a prepared transaction holds its rows (its node's system account
-                // among them) until its commit, and two global transactions preparing at once
-                // would each hold a node the other waits for; one order for every global
-                // transaction makes that impossible (as one lock order does for transfers).
-                Protocol::TwoPhase => Action::Call(CallKind::Try, vec![untried[0]]),
-                // Linear, in branch order (debits first): never a credit before every debit.
-                Protocol::Saga => Action::Call(CallKind::Try, vec![untried[0]]),
+        Phase::Try => next_try(protocol, branches, stop, local),
+        Phase::Confirm => next_confirm(protocol, branches),
+        Phase::Cancel => next_cancel(protocol, branches),
+    }
+}
+
+/// The branches whose status is one of `wanted`, in branch order.
+fn with(branches: &[BranchStatus], wanted: &[BranchStatus]) -> Vec<usize> {
+    branches
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| wanted.contains(s))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Trying: decide as soon as the branches allow, else try the next ones.
+fn next_try(
+    protocol: Protocol,
+    branches: &[BranchStatus],
+    stop: bool,
+    local: Option<usize>,
+) -> Action {
+    use BranchStatus as B;
+    let failed = branches.contains(&B::Failed);
+    let untried = with(branches, &[B::New]);
+    if failed || (stop && !untried.is_empty()) {
+        return Action::DecideCancel;
+    }
+    if branches.iter().all(|b| *b == B::Tried) {
+        return Action::DecideConfirm;
+    }
+    if protocol == Protocol::TwoPhase {
+        if let Some(l) = local.filter(|&l| branches[l] == B::New) {
+            let others_prepared = branches
+                .iter()
+                .enumerate()
+                .all(|(i, b)| i == l || *b == B::Tried);
+            return if others_prepared {
+                Action::PostLocalAndDecide(l)
+            } else {
+                let next = untried.into_iter().find(|&i| i != l);
+                Action::Call(CallKind::Try, next.into_iter().collect())
+            };
+        }
+    }
+    if untried.is_empty() {
+        // Confirmed, cancelled or refused branches while trying: only an operator could
+        // have done that. Nothing is decided to confirm, so cancel.
+        return Action::DecideCancel;
+    }
+    match protocol {
+        // Tried in parallel: the try phase costs the slowest node, not the sum (a try's
+        // local transaction commits at once, holding nothing while others are tried).
+        Protocol::Tcc => Action::Call(CallKind::Try, untried),
+        // Prepared one node after the other, in the order of the nodes' names (see
+        // `plan_for`): a prepared transaction holds its rows (its node's system account
+        // among them) until its commit, and two global transactions preparing at once
+        // would each hold a node the other waits for; one order for every global
+        // transaction makes that impossible (as one lock order does for transfers).
+        Protocol::TwoPhase => Action::Call(CallKind::Try, vec![untried[0]]),
+        // Linear, in branch order (debits first): never a credit before every debit.
+        Protocol::Saga => Action::Call(CallKind::Try, vec![untried[0]]),
+    }
+}
+
+/// Decided to confirm: confirm what is not confirmed yet.
+fn next_confirm(protocol: Protocol, branches: &[BranchStatus]) -> Action {
+    use BranchStatus as B;
+    // Refused: a participant refused the decided confirm. Failed or cancelled after a
+    // decision to confirm: only an operator could have done that.
+    if let Some(i) = branches
+        .iter()
+        .position(|b| matches!(b, B::Refused | B::Failed | B::Cancelled))
+    {
+        return Action::Stuck(i);
+    }
+    match protocol {
+        // A saga's branches were posted and committed while trying.
+        Protocol::Saga => Action::FinishConfirmed,
+        Protocol::Tcc | Protocol::TwoPhase => {
+            let to_confirm = with(branches, &[B::Tried, B::New]);
+            if to_confirm.is_empty() {
+                Action::FinishConfirmed
+            } else {
+                Action::Call(CallKind::Confirm, to_confirm)
             }
         }
-        Phase::Confirm => {
-            // Refused: a participant refused the decided confirm. Failed or cancelled after a
-            // decision to confirm: only an operator could have done that.
-            if let Some(i) = branches
-                .iter()
-                .position(|b| matches!(b, B::Refused | B::Failed | B::Cancelled))
-            {
-                return Action::Stuck(i);
-            }
-            match protocol {
-                // A saga's branches were posted and committed while trying.
-                Protocol::Saga => Action::FinishConfirmed,
-                Protocol::Tcc | Protocol::TwoPhase => {
-                    let to_confirm = with(&[B::Tried, B::New]);
-                    if to_confirm.is_empty() {
-                        Action::FinishConfirmed
-                    } else {
-                        Action::Call(CallKind::Confirm, to_confirm)
-                    }
-                }
+    }
+}
+
+/// Decided to cancel: undo what any branch may have done.
+fn next_cancel(protocol: Protocol, branches: &[BranchStatus]) -> Action {
+    use BranchStatus as B;
+    if let Some(i) = branches
+        .iter()
+        .position(|b| matches!(b, B::Refused | B::Confirmed))
+    {
+        return Action::Stuck(i);
+    }
+    match protocol {
+        // TC/C: every branch not cancelled, tried or not: a try whose answer was lost may have
+        // reserved, and one that never arrived is barred by the participant's record of the
+        // cancel. 2PC: whatever is prepared under the branch's gid is rolled back: a lost answer
+        // may have prepared, and a refused branch may have prepared its (refused, empty)
+        // postings. Rolling back a gid that is not there is a success.
+        Protocol::Tcc | Protocol::TwoPhase => {
+            let to_cancel = with(branches, &[B::New, B::Tried, B::Failed]);
+            if to_cancel.is_empty() {
+                Action::FinishCancelled
+            } else {
+                Action::Call(CallKind::Cancel, to_cancel)
             }
         }
-        Phase::Cancel => {
-            if let Some(i) = branches
-                .iter()
-                .position(|b| matches!(b, B::Refused | B::Confirmed))
-            {
-                return Action::Stuck(i);
+        // Compensations in reverse order, one at a time; a refused step posted nothing
+        // (its postings were one linked chain), a lost one may have: compensate it
+        // (the compensation bars a forward that never arrived).
+        Protocol::Saga => {
+            let failed = with(branches, &[B::Failed]);
+            if !failed.is_empty() {
+                return Action::Forget(failed);
             }
-            match protocol {
-                // Every branch not cancelled, tried or not: a try whose answer was lost may have
-                // reserved, and one that never arrived is barred by the participant's record of
-                // the cancel.
-                Protocol::Tcc => {
-                    let to_cancel = with(&[B::New, B::Tried, B::Failed]);
-                    if to_cancel.is_empty() {
-                        Action::FinishCancelled
-                    } else {
-                        Action::Call(CallKind::Cancel, to_cancel)
-                    }
-                }
-                // Whatever is prepared under the branch's gid is rolled back: a lost answer may
-                // have prepared, and a refused branch may have prepared its (refused, empty)
-                // postings. Rolling back a gid that is not there is a success.
-                Protocol::TwoPhase => {
-                    let to_cancel = with(&[B::New, B::Tried, B::Failed]);
-                    if to_cancel.is_empty() {
-                        Action::FinishCancelled
-                    } else {
-                        Action::Call(CallKind::Cancel, to_cancel)
-                    }
-                }
-                // Compensations in reverse order, one at a time; a refused step posted nothing
-                // (its postings were one linked chain), a lost one may have: compensate it
-                // (the compensation bars a forward that never arrived).
-                Protocol::Saga => {
-                    let failed = with(&[B::Failed]);
-                    if !failed.is_empty() {
-                        return Action::Forget(failed);
-                    }
-                    match with(&[B::New, B::Tried]).last() {
-                        Some(&i) => Action::Call(CallKind::Cancel, vec![i]),
-                        None => Action::FinishCancelled,
-                    }
-                }
+            match with(branches, &[B::New, B::Tried]).last() {
+                Some(&i) => Action::Call(CallKind::Cancel, vec![i]),
+                None => Action::FinishCancelled,
             }
         }
     }
