@@ -224,58 +224,60 @@ fn next_try(
     }
 }
 
-/// Decided to confirm: confirm what is not confirmed yet.
+/// Decided to confirm: confirm what is not confirmed yet. A branch that cannot be (refused by
+/// its participant; failed or cancelled after the decision, which only an operator could have
+/// done) does not stop the others: they follow the decision first, so that no hold stays
+/// reserved and no prepared transaction keeps its rows locked while an operator settles that one
+/// branch; then the global transaction is stuck on it.
 fn next_confirm(protocol: Protocol, branches: &[BranchStatus]) -> Action {
     use BranchStatus as B;
-    // Refused: a participant refused the decided confirm. Failed or cancelled after a
-    // decision to confirm: only an operator could have done that.
-    if let Some(i) = branches
+    let to_confirm = match protocol {
+        // A saga's branches were posted and committed while trying.
+        Protocol::Saga => Vec::new(),
+        Protocol::Tcc | Protocol::TwoPhase => with(branches, &[B::Tried, B::New]),
+    };
+    if !to_confirm.is_empty() {
+        return Action::Call(CallKind::Confirm, to_confirm);
+    }
+    match branches
         .iter()
         .position(|b| matches!(b, B::Refused | B::Failed | B::Cancelled))
     {
-        return Action::Stuck(i);
-    }
-    match protocol {
-        // A saga's branches were posted and committed while trying.
-        Protocol::Saga => Action::FinishConfirmed,
-        Protocol::Tcc | Protocol::TwoPhase => {
-            let to_confirm = with(branches, &[B::Tried, B::New]);
-            if to_confirm.is_empty() {
-                Action::FinishConfirmed
-            } else {
-                Action::Call(CallKind::Confirm, to_confirm)
-            }
-        }
+        Some(i) => Action::Stuck(i),
+        None => Action::FinishConfirmed,
     }
 }
 
 /// Decided to cancel: undo what any branch may have done.
 fn next_cancel(protocol: Protocol, branches: &[BranchStatus]) -> Action {
     use BranchStatus as B;
-    if let Some(i) = branches
+    let stuck = branches
         .iter()
-        .position(|b| matches!(b, B::Refused | B::Confirmed))
-    {
-        return Action::Stuck(i);
-    }
+        .position(|b| matches!(b, B::Refused | B::Confirmed));
     match protocol {
         // TC/C: every branch not cancelled, tried or not: a try whose answer was lost may have
         // reserved, and one that never arrived is barred by the participant's record of the
         // cancel. 2PC: whatever is prepared under the branch's gid is rolled back: a lost answer
         // may have prepared, and a refused branch may have prepared its (refused, empty)
         // postings. Rolling back a gid that is not there is a success.
+        // A branch whose cancel was refused (or that an operator confirmed) does not stop the
+        // others, as in `next_confirm`: a cancel only releases, it never moves money.
         Protocol::Tcc | Protocol::TwoPhase => {
             let to_cancel = with(branches, &[B::New, B::Tried, B::Failed]);
-            if to_cancel.is_empty() {
-                Action::FinishCancelled
-            } else {
-                Action::Call(CallKind::Cancel, to_cancel)
+            match (to_cancel.is_empty(), stuck) {
+                (false, _) => Action::Call(CallKind::Cancel, to_cancel),
+                (true, Some(i)) => Action::Stuck(i),
+                (true, None) => Action::FinishCancelled,
             }
         }
         // Compensations in reverse order, one at a time; a refused step posted nothing
         // (its postings were one linked chain), a lost one may have: compensate it
-        // (the compensation bars a forward that never arrived).
+        // (the compensation bars a forward that never arrived). A refused compensation stops
+        // the others: compensating a debit while its credit stands would create money.
         Protocol::Saga => {
+            if let Some(i) = stuck {
+                return Action::Stuck(i);
+            }
             let failed = with(branches, &[B::Failed]);
             if !failed.is_empty() {
                 return Action::Forget(failed);
@@ -797,7 +799,40 @@ mod tests {
             );
             assert_eq!(n(&[B::Confirmed, B::Confirmed]), Action::FinishConfirmed);
             assert_eq!(n(&[B::Confirmed, B::Refused]), Action::Stuck(1));
+            // The others follow the decision before the global transaction is stuck.
+            assert_eq!(
+                n(&[B::Refused, B::Tried]),
+                Action::Call(CallKind::Confirm, vec![1])
+            );
+            assert_eq!(
+                n(&[B::Cancelled, B::New, B::Confirmed]),
+                Action::Call(CallKind::Confirm, vec![1])
+            );
+            assert_eq!(n(&[B::Refused, B::Confirmed]), Action::Stuck(0));
         }
+    }
+
+    #[test]
+    fn a_refused_cancel_leaves_no_other_branch_reserved_or_prepared() {
+        for p in [Protocol::Tcc, Protocol::TwoPhase] {
+            let n = |b: &[B]| next_action(p, Phase::Cancel, b, true, None);
+            assert_eq!(
+                n(&[B::Confirmed, B::Tried]),
+                Action::Call(CallKind::Cancel, vec![1])
+            );
+            assert_eq!(
+                n(&[B::Refused, B::Failed, B::New]),
+                Action::Call(CallKind::Cancel, vec![1, 2])
+            );
+            assert_eq!(n(&[B::Confirmed, B::Cancelled]), Action::Stuck(0));
+            assert_eq!(n(&[B::Cancelled, B::Refused]), Action::Stuck(1));
+        }
+        let saga = |b: &[B]| next_action(Protocol::Saga, Phase::Cancel, b, true, None);
+        assert_eq!(
+            saga(&[B::Tried, B::Refused]),
+            Action::Stuck(1),
+            "a saga stops at a refused compensation"
+        );
     }
 
     #[test]
