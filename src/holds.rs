@@ -140,6 +140,7 @@ fn lookup_hold_and_currency(
 }
 
 /// A try after `hold::check_hold_key` and `transfer::check_amount` passed.
+#[derive(Clone)]
 pub struct TryCall<'a> {
     pub gtid: &'a [u8],
     pub branch: &'a [u8],
@@ -236,12 +237,17 @@ struct HoldIds {
     branch: Datum,
 }
 
-/// Try: reserves the amount (or answers a repeat with the first hold id).
-/// Try: reserves the amount (or answers a repeat with the first hold id); returns the hold id
-/// and its currency.
-pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> {
-    let tables = Tables::open(c"a wallet hold", Also::Holds)?;
-    lock_hold_key(call.gtid, call.branch, call.key_lock)?;
+/// A try to place: its accounts (a side left NULL resolved to its system account) and the
+/// transfer it reserves, checked without stored state.
+struct Placement {
+    debit: i64,
+    credit: i64,
+    request: transfer::TransferRequest,
+}
+
+/// Looks the try's key up and judges it: a placement, or the answer of a repeat (the first hold
+/// id and its currency).
+fn placement(conn: &Connection, call: &TryCall) -> WalletResult<Result<Placement, (i64, Text)>> {
     let (stored, currency) = match lookup_hold_and_currency(conn, call.gtid, call.branch)? {
         Some((h, c)) => (Some(h), c),
         None => (None, None),
@@ -254,10 +260,10 @@ pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> 
     )? {
         HoldAction::Place => {}
         _ => {
-            return Ok((
+            return Ok(Err((
                 stored.map_or(0, |h| h.hold_id),
                 currency.unwrap_or_default(),
-            ))
+            )))
         }
     }
     let debit = resolve_side(
@@ -269,45 +275,70 @@ pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> 
     let credit = resolve_side(conn, call.credit_account_id, Some(debit), call.currency)?;
     let request =
         transfer::check_transfer_arguments(Some(debit), Some(credit), Some(call.amount), None)?;
-    let accounts = Accounts::open(&tables);
-    let (d, c) = lock_pair(&accounts, conn, debit, credit, call.amount)?;
-    transfer::check_transfer_against(
-        &request,
-        d.as_ref().map(|a| &a.state),
-        c.as_ref().map(|a| &a.state),
-    )?;
-    let (Some(d), Some(c)) = (d, c) else {
+    Ok(Ok(Placement {
+        debit,
+        credit,
+        request,
+    }))
+}
+
+/// Places the hold on accounts the ledger holds locked (None: no such account), judged against
+/// them as the ledger's earlier moves left them. The inner error refuses this try alone, having
+/// written nothing; the outer one the whole command.
+fn place(
+    conn: &Connection,
+    ledger: &mut HoldLedger,
+    found: &HashMap<i64, &LockedAccount>,
+    call: &TryCall,
+    p: &Placement,
+) -> WalletResult<WalletResult<(i64, Text)>> {
+    let (d, c) = (found.get(&p.debit).copied(), found.get(&p.credit).copied());
+    let judged = transfer::check_transfer_against(
+        &p.request,
+        d.map(|_| ledger.state(p.debit)),
+        c.map(|_| ledger.state(p.credit)),
+    );
+    if let Err(e) = judged {
+        return Ok(Err(e));
+    }
+    let (Some(d), Some(_)) = (d, c) else {
         unreachable!("check_transfer_against refuses a missing account")
     };
+    let (debit, credit) = (ledger.state(p.debit), ledger.state(p.credit));
     if let Some(code) = call.currency {
-        if d.state.currency.as_bytes() != code {
+        if debit.currency.as_bytes() != code {
             // Both accounts share a currency (checked above), just not the one asked for.
-            let system = resolve_side(conn, None, None, Some(code))?;
-            return Err(WalletError::CurrencyMismatch {
-                debit_account_id: d.state.id,
-                debit_currency: d.state.currency.clone(),
-                credit_account_id: system,
-                credit_currency: Text::from(code),
-                amount: call.amount,
-            });
+            return Ok(Err(match resolve_side(conn, None, None, Some(code)) {
+                Ok(system) => WalletError::CurrencyMismatch {
+                    debit_account_id: debit.id,
+                    debit_currency: debit.currency.clone(),
+                    credit_account_id: system,
+                    credit_currency: Text::from(code),
+                    amount: call.amount,
+                },
+                Err(e) => e,
+            }));
         }
     }
-    transfer::check_reservation_bounds(&d.state, &c.state, call.amount)?;
+    if let Err(e) = transfer::check_reservation_bounds(debit, credit, call.amount) {
+        return Ok(Err(e));
+    }
+    let currency = debit.currency.clone();
     let (gtid, branch) = (text_datum(call.gtid), text_datum(call.branch));
     let rows = conn.execute(
         &HOLD_INSERT,
         &[
             Some(gtid),
             Some(branch),
-            debit.into_datum(),
-            credit.into_datum(),
+            p.debit.into_datum(),
+            p.credit.into_datum(),
             call.amount.into_datum(),
             Some(d.currency),
             call.timeout_micros.into_datum(),
         ],
     );
     if rows.is_empty() {
-        return Err(request.concurrent_change());
+        return Ok(Err(p.request.concurrent_change()));
     }
     let hold_id: i64 = rows.get(0, 1).unwrap_or_default();
     // A timestamptz, passed by value.
@@ -318,14 +349,109 @@ pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> 
         branch,
     };
     let data = event_data(conn, &ids, expires_at, None);
-    let moves = [Move {
-        event_type: MoneyEventType::HoldPlaced,
-        amount: 0,
-        pending_delta: call.amount,
-        data,
-    }];
-    post_hold_events(&tables, &accounts, conn, &d, &c, &moves)?;
-    Ok((hold_id, d.state.currency.clone()))
+    ledger.apply(
+        p.debit,
+        p.credit,
+        &Move {
+            event_type: MoneyEventType::HoldPlaced,
+            amount: 0,
+            pending_delta: call.amount,
+            data,
+        },
+    )?;
+    Ok(Ok((hold_id, currency)))
+}
+
+/// Try: reserves the amount (or answers a repeat with the first hold id); returns the hold id
+/// and its currency.
+pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> {
+    let tables = Tables::open(c"a wallet hold", Also::Holds)?;
+    lock_hold_key(call.gtid, call.branch, call.key_lock)?;
+    let p = match placement(conn, call)? {
+        Ok(p) => p,
+        Err(repeat) => return Ok(repeat),
+    };
+    let accounts = Accounts::open(&tables);
+    let (d, c) = lock_pair(&accounts, conn, p.debit, p.credit, call.amount)?;
+    let found: HashMap<i64, &LockedAccount> = [d.as_ref(), c.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|a| (a.state.id, a))
+        .collect();
+    let mut ledger = HoldLedger::open(&tables, &accounts, conn, found.values().copied(), 1);
+    let placed = place(conn, &mut ledger, &found, call, &p)??;
+    ledger.finish();
+    Ok(placed)
+}
+
+/// Places many holds in one command (a participant call with many items, whose keys are
+/// distinct): every account of every try is locked once, in ascending id order, before any hold
+/// is placed; the tries are judged in input order against the accounts as the earlier ones left
+/// them, and each account row is written once, at the end. Before, each try locked and wrote its
+/// accounts itself: the node's system account, on one side of every try, got a new row version
+/// per try, and each later try walked all of them (bench/RESULTS.md section 10).
+pub fn try_many(
+    conn: &Connection,
+    calls: &[TryCall],
+) -> WalletResult<Vec<WalletResult<(i64, Text)>>> {
+    let tables = Tables::open(c"a wallet hold", Also::Holds)?;
+    let mut answers: Vec<Option<WalletResult<(i64, Text)>>> = calls.iter().map(|_| None).collect();
+    let mut places: Vec<(usize, Placement)> = Vec::new();
+    for (k, call) in calls.iter().enumerate() {
+        match placement(conn, call) {
+            Ok(Ok(p)) => places.push((k, p)),
+            Ok(Err(repeat)) => answers[k] = Some(Ok(repeat)),
+            Err(e) => answers[k] = Some(Err(e)),
+        }
+    }
+    let ids: Vec<i64> = places
+        .iter()
+        .flat_map(|(_, p)| [p.debit, p.credit])
+        .collect();
+    let accounts = Accounts::open(&tables);
+    let locked = lock_all(&accounts, conn, ids)?;
+    let found = found_by_id(&locked);
+    let mut ledger = HoldLedger::open(
+        &tables,
+        &accounts,
+        conn,
+        found.values().copied(),
+        places.len(),
+    );
+    for (k, p) in &places {
+        answers[*k] = Some(place(conn, &mut ledger, &found, &calls[*k], p)?);
+    }
+    ledger.finish();
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every try answered"))
+        .collect())
+}
+
+/// Locks accounts `ids` (any order, repeats allowed) in ascending id order, as every writer
+/// locks; beside each distinct id its row, None for no such account.
+fn lock_all(
+    accounts: &Accounts,
+    conn: &Connection,
+    mut ids: Vec<i64>,
+) -> WalletResult<Vec<(i64, Option<LockedAccount>)>> {
+    ids.sort_unstable();
+    ids.dedup();
+    let locked = accounts
+        .lock(conn, &ids)?
+        .map_err(|c| WalletError::ConcurrentChange {
+            debit_account_id: c.0,
+            credit_account_id: c.0,
+            amount: 0,
+        })?;
+    Ok(ids.into_iter().zip(locked).collect())
+}
+
+fn found_by_id(locked: &[(i64, Option<LockedAccount>)]) -> HashMap<i64, &LockedAccount> {
+    locked
+        .iter()
+        .filter_map(|(id, a)| Some((*id, a.as_ref()?)))
+        .collect()
 }
 
 /// One hold event on a pair of locked accounts: the posted amount and the change of the pending
@@ -337,62 +463,109 @@ struct Move {
     data: Datum,
 }
 
-/// Applies `moves` in order to the locked accounts `d` (debit) and `c` (credit): each one event,
-/// linked into both accounts' chains; each account row is written once, with its final state.
-fn post_hold_events(
-    tables: &Tables,
-    accounts: &Accounts,
-    conn: &Connection,
-    d: &LockedAccount,
-    c: &LockedAccount,
-    moves: &[Move],
-) -> WalletResult<Vec<i64>> {
-    let mut debit = d.state.clone();
-    let mut credit = c.state.clone();
-    let (mut debit_prev, mut credit_prev) = (d.last_seq, c.last_seq);
-    let mut writer = EventWriter::open(tables, conn, moves.len());
-    let mut seqs = Vec::with_capacity(moves.len());
-    for m in moves {
+/// Rows one event write gathers at most.
+const EVENTS_PER_WRITE: usize = 1000;
+
+/// What a hold command's moves make of the accounts it locked: each account's state and newest
+/// event in memory, one event per move through one event writer, and each moved account's row
+/// written once, with its final state, by [`HoldLedger::finish`]. Every hold step moves money
+/// through it (and through nothing else).
+struct HoldLedger<'a, 'c> {
+    tables: &'a Tables,
+    accounts: &'a Accounts<'a>,
+    conn: &'c Connection,
+    entries: HashMap<i64, LedgerEntry<'a>>,
+    writer: EventWriter<'c>,
+}
+
+struct LedgerEntry<'a> {
+    state: AccountState,
+    /// The newest money event of the account, the link its next event points back to.
+    last_seq: Option<i64>,
+    row: &'a LockedAccount,
+    moved: bool,
+}
+
+impl<'a, 'c> HoldLedger<'a, 'c> {
+    /// Over `locked` (locked by this transaction), for about `moves` moves.
+    fn open(
+        tables: &'a Tables,
+        accounts: &'a Accounts<'a>,
+        conn: &'c Connection,
+        locked: impl IntoIterator<Item = &'a LockedAccount>,
+        moves: usize,
+    ) -> HoldLedger<'a, 'c> {
+        let mut entries = HashMap::new();
+        for row in locked {
+            entries.entry(row.state.id).or_insert_with(|| LedgerEntry {
+                state: row.state.clone(),
+                last_seq: row.last_seq,
+                row,
+                moved: false,
+            });
+        }
+        HoldLedger {
+            tables,
+            accounts,
+            conn,
+            entries,
+            writer: EventWriter::open(tables, conn, moves.clamp(1, EVENTS_PER_WRITE)),
+        }
+    }
+
+    /// Locked account `id` as the moves so far left it.
+    fn state(&self, id: i64) -> &AccountState {
+        &self.entries[&id].state
+    }
+
+    /// One move from debit `d` to credit `c` (both locked, distinct): one event, linked into both
+    /// accounts' chains. Returns the event's seq.
+    fn apply(&mut self, d: i64, c: i64, m: &Move) -> WalletResult<i64> {
+        let mut debit = self.entries[&d].state.clone();
+        let mut credit = self.entries[&c].state.clone();
         apply_move(&mut debit, &mut credit, m.amount, m.pending_delta)?;
-        let seq = events::next_seq(tables);
-        writer.append(&MoneyEvent {
+        let seq = events::next_seq(self.tables);
+        self.writer.append(&MoneyEvent {
             seq,
             event_type: m.event_type,
-            debit_account_id: debit.id,
-            credit_account_id: credit.id,
+            debit_account_id: d,
+            credit_account_id: c,
             amount: m.amount,
-            currency: d.currency,
+            currency: self.entries[&d].row.currency,
             debit_balance: debit.balance,
             credit_balance: credit.balance,
             idempotency_key: None,
             data: Some(m.data),
             pending_delta: Some(m.pending_delta),
-            debit_prev,
-            credit_prev,
+            debit_prev: self.entries[&d].last_seq,
+            credit_prev: self.entries[&c].last_seq,
         });
-        (debit_prev, credit_prev) = (Some(seq), Some(seq));
-        seqs.push(seq);
+        for (id, state) in [(d, debit), (c, credit)] {
+            let entry = self.entries.get_mut(&id).expect("locked");
+            entry.state = state;
+            entry.last_seq = Some(seq);
+            entry.moved = true;
+        }
+        Ok(seq)
     }
-    let last = *seqs.last().expect("at least one move");
-    accounts.write(
-        conn,
-        d,
-        debit.balance,
-        debit.pending_debit,
-        debit.pending_credit,
-        last,
-    );
-    accounts.write(
-        conn,
-        c,
-        credit.balance,
-        credit.pending_debit,
-        credit.pending_credit,
-        last,
-    );
-    // Hold events carry no idempotency key: no conflict is possible.
-    writer.finish();
-    Ok(seqs)
+
+    /// Writes each moved account once (ascending id), then the events.
+    fn finish(self) {
+        let mut moved: Vec<LedgerEntry> = self.entries.into_values().filter(|e| e.moved).collect();
+        moved.sort_by_key(|e| e.state.id);
+        for e in moved {
+            self.accounts.write(
+                self.conn,
+                e.row,
+                e.state.balance,
+                e.state.pending_debit,
+                e.state.pending_credit,
+                e.last_seq.expect("a moved account got an event"),
+            );
+        }
+        // Hold events carry no idempotency key: no conflict is possible.
+        self.writer.finish();
+    }
 }
 
 /// Moves `amount` from debit to credit and `pending_delta` onto their pending amounts, within
@@ -507,13 +680,18 @@ pub fn confirm_hold(
         branch: text_datum(branch),
     };
     let data = event_data(conn, &ids, None, Some(h.reserved));
-    let moves = [Move {
-        event_type: MoneyEventType::HoldConfirmed,
-        amount,
-        pending_delta: -h.reserved,
-        data,
-    }];
-    let seq = post_hold_events(&tables, &accounts, conn, &d, &c, &moves)?[0];
+    let mut ledger = HoldLedger::open(&tables, &accounts, conn, [&d, &c], 1);
+    let seq = ledger.apply(
+        d.state.id,
+        c.state.id,
+        &Move {
+            event_type: MoneyEventType::HoldConfirmed,
+            amount,
+            pending_delta: -h.reserved,
+            data,
+        },
+    )?;
+    ledger.finish();
     finish_hold(conn, h.hold_id, HoldStatus::Confirmed, Some((amount, seq)))?;
     Ok(seq)
 }
@@ -529,20 +707,7 @@ pub fn cancel_hold(
     lock_hold_key(gtid, branch, key_lock)?;
     let stored = lookup_hold(conn, gtid, branch)?;
     match hold::judge_cancel(stored.as_ref())? {
-        HoldAction::RecordEmptyCancel => {
-            let rows = conn.execute(
-                &HOLD_RECORD_CANCEL,
-                &[Some(text_datum(gtid)), Some(text_datum(branch))],
-            );
-            if rows.is_empty() {
-                return Err(WalletError::ConcurrentChange {
-                    debit_account_id: 0,
-                    credit_account_id: 0,
-                    amount: 0,
-                });
-            }
-            Ok(rows.get(0, 1).unwrap_or_default())
-        }
+        HoldAction::RecordEmptyCancel => record_empty_cancel(conn, gtid, branch),
         HoldAction::Release => {
             let h = stored.expect("judged: a stored hold");
             let accounts = Accounts::open(&tables);
@@ -560,6 +725,169 @@ pub fn cancel_hold(
     }
 }
 
+/// A hold of a command with many items, pending, with its two accounts.
+fn pending_pair<'a>(
+    found: &HashMap<i64, &'a LockedAccount>,
+    h: &Hold,
+) -> WalletResult<(&'a LockedAccount, &'a LockedAccount)> {
+    let (debit_id, credit_id) = hold_accounts(h)?;
+    match (found.get(&debit_id), found.get(&credit_id)) {
+        (Some(d), Some(c)) => Ok((d, c)),
+        _ => Err(WalletError::DataCorrupted(format!(
+            "wallet.accounts: an account of hold {} (accounts {debit_id} and {credit_id}) is missing",
+            h.hold_id
+        ))),
+    }
+}
+
+/// The accounts of pending holds `holds`, locked at once in ascending id order.
+fn lock_holds_accounts(
+    accounts: &Accounts,
+    conn: &Connection,
+    holds: &[&Hold],
+) -> WalletResult<Vec<(i64, Option<LockedAccount>)>> {
+    let ids = holds
+        .iter()
+        .filter_map(|h| hold_accounts(h).ok())
+        .flat_map(|(d, c)| [d, c])
+        .collect();
+    lock_all(accounts, conn, ids)
+}
+
+/// Confirms many holds (all they reserved) in one command, a participant call with many items
+/// (distinct keys): the holds are looked up and judged in input order, their accounts locked at
+/// once in ascending id order, each posting judged against the accounts as the earlier ones left
+/// them, each account row written once. The inner error refuses one item, having written
+/// nothing for it.
+pub fn confirm_many(
+    conn: &Connection,
+    keys: &[(&[u8], &[u8])],
+) -> WalletResult<Vec<WalletResult<i64>>> {
+    let tables = Tables::open(c"a wallet hold", Also::Holds)?;
+    let mut answers: Vec<Option<WalletResult<i64>>> = keys.iter().map(|_| None).collect();
+    let mut confirming: Vec<(usize, Hold, i64)> = Vec::new();
+    for (k, &(gtid, branch)) in keys.iter().enumerate() {
+        let judged = lookup_hold(conn, gtid, branch).and_then(|stored| {
+            let action = hold::judge_confirm(stored.as_ref(), gtid, branch, None)?;
+            Ok((
+                stored.expect("judge_confirm refuses a missing hold"),
+                action,
+            ))
+        });
+        match judged {
+            Ok((h, HoldAction::Confirm { amount })) => confirming.push((k, h, amount)),
+            Ok((h, _)) => answers[k] = Some(Ok(h.confirm_seq.unwrap_or_default())),
+            Err(e) => answers[k] = Some(Err(e)),
+        }
+    }
+    let accounts = Accounts::open(&tables);
+    let holds: Vec<&Hold> = confirming.iter().map(|(_, h, _)| h).collect();
+    let locked = lock_holds_accounts(&accounts, conn, &holds)?;
+    let found = found_by_id(&locked);
+    let mut ledger = HoldLedger::open(
+        &tables,
+        &accounts,
+        conn,
+        found.values().copied(),
+        confirming.len(),
+    );
+    for (k, h, amount) in &confirming {
+        let (d, c) = match pending_pair(&found, h) {
+            Ok(pair) => pair,
+            Err(e) => {
+                answers[*k] = Some(Err(e));
+                continue;
+            }
+        };
+        // As confirm_hold: only the bigint bounds are judged again.
+        let (debit, credit) = (ledger.state(d.state.id), ledger.state(c.state.id));
+        if let Err(e) = transfer::check_posting_bounds(debit, credit, *amount) {
+            answers[*k] = Some(Err(e));
+            continue;
+        }
+        let ids = HoldIds {
+            hold_id: h.hold_id,
+            gtid: text_datum(h.gtid.as_bytes()),
+            branch: text_datum(h.branch.as_bytes()),
+        };
+        let data = event_data(conn, &ids, None, Some(h.reserved));
+        let m = Move {
+            event_type: MoneyEventType::HoldConfirmed,
+            amount: *amount,
+            pending_delta: -h.reserved,
+            data,
+        };
+        let seq = ledger.apply(d.state.id, c.state.id, &m)?;
+        finish_hold(conn, h.hold_id, HoldStatus::Confirmed, Some((*amount, seq)))?;
+        answers[*k] = Some(Ok(seq));
+    }
+    ledger.finish();
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every confirm answered"))
+        .collect())
+}
+
+/// Cancels many holds in one command, a participant call with many items (distinct keys):
+/// cancels whose try never arrived are recorded one by one; the pending holds are released
+/// together, their accounts locked at once in ascending id order and each written once.
+pub fn cancel_many(
+    conn: &Connection,
+    keys: &[(&[u8], &[u8])],
+) -> WalletResult<Vec<WalletResult<i64>>> {
+    let tables = Tables::open(c"a wallet hold", Also::Holds)?;
+    let mut answers: Vec<Option<WalletResult<i64>>> = keys.iter().map(|_| None).collect();
+    let mut releasing: Vec<(usize, Hold)> = Vec::new();
+    for (k, &(gtid, branch)) in keys.iter().enumerate() {
+        let judged = lookup_hold(conn, gtid, branch)
+            .and_then(|stored| Ok((hold::judge_cancel(stored.as_ref())?, stored)));
+        answers[k] = match judged {
+            Ok((HoldAction::RecordEmptyCancel, _)) => Some(record_empty_cancel(conn, gtid, branch)),
+            Ok((HoldAction::Release, Some(h))) => {
+                releasing.push((k, h));
+                None
+            }
+            Ok((_, stored)) => Some(Ok(stored.map_or(0, |h| h.hold_id))),
+            Err(e) => Some(Err(e)),
+        };
+    }
+    let accounts = Accounts::open(&tables);
+    let holds: Vec<&Hold> = releasing.iter().map(|(_, h)| h).collect();
+    let locked = lock_holds_accounts(&accounts, conn, &holds)?;
+    let found = found_by_id(&locked);
+    let mut releases = Vec::with_capacity(releasing.len());
+    for (k, h) in &releasing {
+        match pending_pair(&found, h) {
+            Ok((d, c)) => {
+                releases.push((h, d, c));
+                answers[*k] = Some(Ok(h.hold_id));
+            }
+            Err(e) => answers[*k] = Some(Err(e)),
+        }
+    }
+    release(&tables, &accounts, conn, &releases, HoldStatus::Cancelled)?;
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every cancel answered"))
+        .collect())
+}
+
+/// Records the cancel of a try that never arrived (it bars that try); returns its hold id.
+fn record_empty_cancel(conn: &Connection, gtid: &[u8], branch: &[u8]) -> WalletResult<i64> {
+    let rows = conn.execute(
+        &HOLD_RECORD_CANCEL,
+        &[Some(text_datum(gtid)), Some(text_datum(branch))],
+    );
+    if rows.is_empty() {
+        return Err(WalletError::ConcurrentChange {
+            debit_account_id: 0,
+            credit_account_id: 0,
+            amount: 0,
+        });
+    }
+    Ok(rows.get(0, 1).unwrap_or_default())
+}
+
 /// Releases pending holds whose rows and accounts this transaction has locked: per hold one
 /// event, per account one write with its final state.
 fn release(
@@ -574,16 +902,8 @@ fn release(
     } else {
         MoneyEventType::HoldCancelled
     };
-    // Per account: its state as the releases so far left it, and its newest event.
-    let mut states: HashMap<i64, (AccountState, Option<i64>, &LockedAccount)> = HashMap::new();
-    for &(_, d, c) in holds {
-        for a in [d, c] {
-            states
-                .entry(a.state.id)
-                .or_insert((a.state.clone(), a.last_seq, a));
-        }
-    }
-    let mut writer = EventWriter::open(tables, conn, holds.len());
+    let rows = holds.iter().flat_map(|&(_, d, c)| [d, c]);
+    let mut ledger = HoldLedger::open(tables, accounts, conn, rows, holds.len());
     for &(h, d, c) in holds {
         let ids = HoldIds {
             hold_id: h.hold_id,
@@ -591,43 +911,16 @@ fn release(
             branch: text_datum(h.branch.as_bytes()),
         };
         let data = event_data(conn, &ids, None, Some(h.reserved));
-        let (mut debit, debit_prev) = (states[&d.state.id].0.clone(), states[&d.state.id].1);
-        let (mut credit, credit_prev) = (states[&c.state.id].0.clone(), states[&c.state.id].1);
-        apply_move(&mut debit, &mut credit, 0, -h.reserved)?;
-        let seq = events::next_seq(tables);
-        writer.append(&MoneyEvent {
-            seq,
+        let m = Move {
             event_type,
-            debit_account_id: debit.id,
-            credit_account_id: credit.id,
             amount: 0,
-            currency: d.currency,
-            debit_balance: debit.balance,
-            credit_balance: credit.balance,
-            idempotency_key: None,
-            data: Some(data),
-            pending_delta: Some(-h.reserved),
-            debit_prev,
-            credit_prev,
-        });
-        states.insert(debit.id, (debit, Some(seq), d));
-        let credit_id = credit.id;
-        states.insert(credit_id, (credit, Some(seq), c));
+            pending_delta: -h.reserved,
+            data,
+        };
+        ledger.apply(d.state.id, c.state.id, &m)?;
         finish_hold(conn, h.hold_id, status, None)?;
     }
-    let mut changed: Vec<_> = states.into_values().collect();
-    changed.sort_by_key(|(state, _, _)| state.id);
-    for (state, last, row) in changed {
-        accounts.write(
-            conn,
-            row,
-            state.balance,
-            state.pending_debit,
-            state.pending_credit,
-            last.expect("every released account got an event"),
-        );
-    }
-    writer.finish();
+    ledger.finish();
     Ok(())
 }
 
@@ -645,39 +938,17 @@ pub fn expire_holds(conn: &Connection, max_holds: i32) -> WalletResult<i64> {
     if due.is_empty() {
         return Ok(0);
     }
-    let mut ids: Vec<i64> = Vec::new();
     for h in &due {
-        let (d, c) = hold_accounts(h)?;
-        ids.extend([d, c]);
+        hold_accounts(h)?;
     }
-    ids.sort_unstable();
-    ids.dedup();
     // All their accounts at once, in ascending id order, as every writer locks.
     let accounts = Accounts::open(&tables);
-    let locked = accounts
-        .lock(conn, &ids)?
-        .map_err(|c| WalletError::ConcurrentChange {
-            debit_account_id: c.0,
-            credit_account_id: c.0,
-            amount: 0,
-        })?;
-    let by_id: HashMap<i64, &LockedAccount> = ids
-        .iter()
-        .zip(&locked)
-        .filter_map(|(&id, a)| Some((id, a.as_ref()?)))
-        .collect();
+    let locked = lock_holds_accounts(&accounts, conn, &due)?;
+    let found = found_by_id(&locked);
     let mut releases = Vec::with_capacity(due.len());
     for h in &due {
-        let (d, c) = hold_accounts(h)?;
-        match (by_id.get(&d), by_id.get(&c)) {
-            (Some(d), Some(c)) => releases.push((*h, *d, *c)),
-            _ => {
-                return Err(WalletError::DataCorrupted(format!(
-                    "wallet.accounts: an account of hold {} (accounts {d} and {c}) is missing",
-                    h.hold_id
-                )))
-            }
-        }
+        let (d, c) = pending_pair(&found, h)?;
+        releases.push((*h, d, c));
     }
     release(&tables, &accounts, conn, &releases, HoldStatus::Expired)?;
     Ok(releases.len() as i64)

@@ -122,6 +122,44 @@ ALTER TABLE wallet.accounts DROP CONSTRAINT bo_frozen_by_dba;
 SELECT gtid, protocol, outcome, error_sqlstate FROM wallet.global_transactions WHERE gtid LIKE 'bc-%' ORDER BY gtid;
 SELECT wallet.balance(:ada) AS ada, wallet.balance(:bo) AS bo;
 
+-- The participant side with many items, as a batch calls it on a node: one command for all of
+-- them. The tries are judged in input order against what the earlier ones reserved (pi has
+-- 100: 60 and 30 fit, 20 then does not, 10 still does); a NULL account is the system account;
+-- each account row is written once. A (gtid, branch) twice in one call goes item by item: the
+-- second answers as a repeat of the first, one hold.
+SELECT wallet.open_account('NOK', 'pi') AS pi \gset
+SELECT wallet.deposit(:pi, 100) > 0 AS funded;
+BEGIN;
+SELECT n_tup_upd AS writes_before FROM pg_stat_xact_user_tables WHERE relid = 'wallet.accounts'::regclass \gset
+SELECT item, sqlstate, message, value FROM wallet.tcc_try(
+    ARRAY['pt-1', 'pt-2', 'pt-3', 'pt-4', 'pt-5'], ARRAY['b', 'b', 'b', 'b', 'b'],
+    ARRAY[:pi, :pi, :pi, :pi, NULL]::bigint[], ARRAY[NULL, NULL, NULL, NULL, :pi]::bigint[],
+    ARRAY[60, 30, 20, 10, 5]::bigint[], interval '1 hour');
+-- Two account rows changed (pi and the system account), each written once for its four holds.
+SELECT n_tup_upd - :writes_before AS account_row_writes
+  FROM pg_stat_xact_user_tables WHERE relid = 'wallet.accounts'::regclass;
+COMMIT;
+SELECT balance, pending_debit, pending_credit, last_seq = (SELECT max(seq) FROM wallet.events) AS newest
+  FROM wallet.accounts WHERE id = :pi;
+SELECT item, sqlstate, value FROM wallet.tcc_try(ARRAY['pt-7', 'pt-7'], ARRAY['b', 'b'],
+    ARRAY[NULL, NULL]::bigint[], ARRAY[:pi, :pi]::bigint[], ARRAY[7, 7]::bigint[], interval '1 hour');
+SELECT count(*) AS holds_of_pt_7 FROM wallet.holds WHERE gtid = 'pt-7';
+-- Confirms: each posts what its hold reserved; one never placed (pt-3) and one unknown answer
+-- 'hold_not_found' alone. Cancels: pending holds released, a confirmed one refused, one whose
+-- try never came recorded (it bars that try).
+SELECT item, sqlstate, message, value IS NOT NULL AS posted FROM wallet.tcc_confirm(
+    ARRAY['pt-1', 'pt-3', 'pt-4', 'pt-x', 'pt-7'], ARRAY['b', 'b', 'b', 'b', 'b']);
+SELECT item, sqlstate, message, value IS NOT NULL AS answered FROM wallet.tcc_cancel(
+    ARRAY['pt-2', 'pt-5', 'pt-1', 'pt-new'], ARRAY['b', 'b', 'b', 'b']);
+SELECT item, sqlstate FROM wallet.tcc_try(ARRAY['pt-new', 'pt-8'], ARRAY['b', 'b'],
+    ARRAY[:pi, :pi]::bigint[], ARRAY[NULL, NULL]::bigint[], ARRAY[1, 1]::bigint[], interval '1 hour');
+SELECT item, sqlstate FROM wallet.tcc_cancel(ARRAY['pt-8', 'pt-9'], ARRAY['b', 'b']);
+-- pi: 100 - 60 - 10 + 7 posted, nothing pending; its events chained, the replay equal. What pi
+-- holds goes back to the system account, for the count of the customers' money below.
+SELECT balance, pending_debit, pending_credit FROM wallet.accounts WHERE id = :pi;
+SELECT count(*) AS verify_differences FROM wallet.verify();
+SELECT wallet.withdraw(:pi, 37) > 0 AS withdrawn;
+
 -- Both nodes: books balanced, replay = state, no pending hold; money conserved across them.
 SELECT * FROM pg_temp.money(:'b2');
 SELECT count(*) AS unfinished FROM wallet.global_transactions WHERE finished_at IS NULL;

@@ -84,36 +84,61 @@ pub struct TryItem<'a> {
 /// Places the holds (or answers repeats); the value of each is the hold's currency.
 pub fn tcc_try(conn: &Connection, items: &[TryItem]) -> WalletResult<Vec<Reply>> {
     check_items(items.len())?;
-    if items.len() > 1 {
-        lock_accounts_in_order(conn, items)?;
+    let mut replies: Vec<Option<Reply>> = items.iter().map(|_| None).collect();
+    let mut calls: Vec<(usize, holds::TryCall)> = Vec::new();
+    for (k, item) in items.iter().enumerate() {
+        let checked = hold::check_hold_key(Some(item.gtid), "gtid")
+            .and_then(|_| hold::check_hold_key(Some(item.branch), "branch"))
+            .and_then(|_| {
+                transfer::check_amount(
+                    Some(item.amount),
+                    item.debit_account_id.or(item.credit_account_id),
+                )
+            });
+        match checked {
+            Err(e) => replies[k] = Some(Err(e)),
+            Ok(_) => calls.push((
+                k,
+                holds::TryCall {
+                    gtid: item.gtid,
+                    branch: item.branch,
+                    debit_account_id: item.debit_account_id,
+                    credit_account_id: item.credit_account_id,
+                    amount: item.amount,
+                    timeout_micros: item.timeout_micros,
+                    currency: None,
+                    key_lock: key_lock(items.len()),
+                },
+            )),
+        }
     }
-    items
-        .iter()
-        .map(|item| {
-            let checked = hold::check_hold_key(Some(item.gtid), "gtid")
-                .and_then(|_| hold::check_hold_key(Some(item.branch), "branch"))
-                .and_then(|_| {
-                    transfer::check_amount(
-                        Some(item.amount),
-                        item.debit_account_id.or(item.credit_account_id),
-                    )
-                });
-            if let Err(e) = checked {
-                return Ok(Err(e));
-            }
-            let call = holds::TryCall {
-                gtid: item.gtid,
-                branch: item.branch,
-                debit_account_id: item.debit_account_id,
-                credit_account_id: item.credit_account_id,
-                amount: item.amount,
-                timeout_micros: item.timeout_micros,
-                currency: None,
-                key_lock: key_lock(items.len()),
-            };
-            Ok(holds::try_hold(conn, &call).map(|(_, currency)| Some(currency.0)))
-        })
-        .collect()
+    let keys: Vec<(&[u8], &[u8])> = calls.iter().map(|(_, c)| (c.gtid, c.branch)).collect();
+    let answers: Vec<WalletResult<(i64, Text)>> = if calls.len() > 1 && distinct(&keys) {
+        let tries: Vec<holds::TryCall> = calls.iter().map(|(_, c)| c.clone()).collect();
+        holds::try_many(conn, &tries)?
+    } else {
+        if calls.len() > 1 {
+            lock_accounts_in_order(conn, items)?;
+        }
+        calls
+            .iter()
+            .map(|(_, c)| holds::try_hold(conn, c))
+            .collect()
+    };
+    for ((k, _), answer) in calls.iter().zip(answers) {
+        replies[*k] = Some(answer.map(|(_, currency)| Some(currency.0)));
+    }
+    Ok(replies
+        .into_iter()
+        .map(|r| r.expect("every item answered"))
+        .collect())
+}
+
+/// Whether no (gtid, branch) appears twice. A call repeating one goes item by item, so that the
+/// repeat sees what its first did (the merged commands look every key up before any is written).
+fn distinct(keys: &[(&[u8], &[u8])]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    keys.iter().all(|k| seen.insert(*k))
 }
 
 /// A call of one item locks its key as the single call does; a call of many does not (one
@@ -158,28 +183,63 @@ fn lock_accounts_in_order(conn: &Connection, items: &[TryItem]) -> WalletResult<
 /// Confirms the holds (all they reserved); the value of each is its posting's transfer id.
 pub fn tcc_confirm(conn: &Connection, items: &[(&[u8], &[u8])]) -> WalletResult<Vec<Reply>> {
     check_items(items.len())?;
-    Ok(items
-        .iter()
-        .map(|&(gtid, branch)| {
-            hold::check_hold_key(Some(gtid), "gtid")?;
-            hold::check_hold_key(Some(branch), "branch")?;
-            holds::confirm_hold(conn, gtid, branch, None, key_lock(items.len()))
-                .map(|seq| Some(seq.to_string().into_bytes()))
-        })
+    let answers = on_keys(
+        items,
+        |keys| holds::confirm_many(conn, keys),
+        |gtid, branch| holds::confirm_hold(conn, gtid, branch, None, key_lock(items.len())),
+    )?;
+    Ok(answers
+        .into_iter()
+        .map(|a| a.map(|seq| Some(seq.to_string().into_bytes())))
+        .collect())
+}
+
+/// The answers for `items` (gtid, branch) of a confirm or cancel: the keys checked one by one,
+/// then those that passed in one command (`many`) when there are several and no key is repeated,
+/// else one by one (`one`).
+fn on_keys(
+    items: &[(&[u8], &[u8])],
+    many: impl FnOnce(&[(&[u8], &[u8])]) -> WalletResult<Vec<WalletResult<i64>>>,
+    one: impl Fn(&[u8], &[u8]) -> WalletResult<i64>,
+) -> WalletResult<Vec<WalletResult<i64>>> {
+    let mut answers: Vec<Option<WalletResult<i64>>> = items.iter().map(|_| None).collect();
+    let mut valid: Vec<(usize, (&[u8], &[u8]))> = Vec::new();
+    for (k, &(gtid, branch)) in items.iter().enumerate() {
+        match hold::check_hold_key(Some(gtid), "gtid")
+            .and_then(|_| hold::check_hold_key(Some(branch), "branch"))
+        {
+            Ok(()) => valid.push((k, (gtid, branch))),
+            Err(e) => answers[k] = Some(Err(e)),
+        }
+    }
+    let keys: Vec<(&[u8], &[u8])> = valid.iter().map(|(_, key)| *key).collect();
+    let results = if keys.len() > 1 && distinct(&keys) {
+        many(&keys)?
+    } else {
+        keys.iter()
+            .map(|&(gtid, branch)| one(gtid, branch))
+            .collect()
+    };
+    for ((k, _), result) in valid.iter().zip(results) {
+        answers[*k] = Some(result);
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every item answered"))
         .collect())
 }
 
 /// Cancels the holds (recording the cancel of a try that never arrived); the value is the hold id.
 pub fn tcc_cancel(conn: &Connection, items: &[(&[u8], &[u8])]) -> WalletResult<Vec<Reply>> {
     check_items(items.len())?;
-    Ok(items
-        .iter()
-        .map(|&(gtid, branch)| {
-            hold::check_hold_key(Some(gtid), "gtid")?;
-            hold::check_hold_key(Some(branch), "branch")?;
-            holds::cancel_hold(conn, gtid, branch, key_lock(items.len()))
-                .map(|id| Some(id.to_string().into_bytes()))
-        })
+    let answers = on_keys(
+        items,
+        |keys| holds::cancel_many(conn, keys),
+        |gtid, branch| holds::cancel_hold(conn, gtid, branch, key_lock(items.len())),
+    )?;
+    Ok(answers
+        .into_iter()
+        .map(|a| a.map(|id| Some(id.to_string().into_bytes())))
         .collect())
 }
 
