@@ -22,6 +22,8 @@
 #  5. batches (transfer_across_batch) of 1 to 8,000 transfers from here to n2, TC/C and Saga, 2
 #     clients, synchronous_commit on: transfers/s by batch size.
 #   BENCH_SECONDS (default 10)  BENCH_REPEAT (default 3)
+#   PROTOCOLS_ONLY="batch" (or any of: throughput probe crash reader batch) runs just those parts,
+#   and prints their raw rows instead of the summary
 # Raw rows: $WALLET_WORK_DIR/bench-results/protocols.tsv; summary: protocols.md there.
 source "$(dirname "$0")/../scripts/lib.sh"
 
@@ -56,6 +58,8 @@ for db in bench bench_n2 bench_n3; do psql_at bench "$PORT" "$db" -c "VACUUM ANA
 mkdir -p "$OUT" && chmod 777 "$OUT"
 SCRIPTS="$OUT/protocol-scripts"
 rm -rf "$SCRIPTS" && mkdir -p "$SCRIPTS"
+
+only() { [ -z "${PROTOCOLS_ONLY:-}" ] || [[ " $PROTOCOLS_ONLY " == *" $1 "* ]]; }
 
 # The pgbench scripts. Accounts are ids 2..10001 on every node.
 cat > "$SCRIPTS/A.pgbench" <<'EOF'
@@ -140,6 +144,7 @@ pgbench_run() {
 }
 
 # ---- 1. throughput ------------------------------------------------------------------------------
+if only throughput; then
 printf 'system\trep\ttps\tavg_ms\tp50_ms\tp99_ms\tcpu_us\tcommits\tcalls\n' > "$OUT/protocols.tsv"
 systems=(A T2 P2 S2 T3 P3 S3)
 for rep in $(seq 1 "$REPEAT"); do
@@ -163,8 +168,10 @@ for rep in $(seq 1 "$REPEAT"); do
                     t * 1000000 / hz / n, c / n, k / n + extra}' | tee -a "$OUT/protocols.tsv"
     done
 done
+fi
 
 # ---- 2. unavailability of the payer's account ---------------------------------------------------
+if only probe; then
 printf 'protocol\tload_tps\tprobe_tps\tprobe_p50_ms\tprobe_p99_ms\tprobe_max_ms\n' > "$OUT/protocols-probe.tsv"
 for p in tcc 2pc saga; do
     q bench -qc "CHECKPOINT"
@@ -181,8 +188,10 @@ done
 pgbench_run "probe-alone" "$SCRIPTS/probe.pgbench" 1 bench_n2 > "$OUT/last-run.txt"
 read -r ptps _ _ pp50 pp99 pmax < "$OUT/last-run.txt"
 printf '%s\t%s\t%s\t%s\t%s\t%s\n' "none" "0" "$ptps" "$pp50" "$pp99" "$pmax" | tee -a "$OUT/protocols-probe.tsv"
+fi
 
 # ---- 3. a participant's crash -------------------------------------------------------------------
+if only crash; then
 printf 'protocol\toutcome\tprepared_on_m2\tpending_holds_on_m2\tpayer_locked\tresolution_ms\n' > "$OUT/protocols-crash.tsv"
 qm() { psql_at benchp "$PORT_P" bench_m2 "$@"; }
 for p in tcc 2pc saga; do
@@ -209,10 +218,12 @@ for p in tcc 2pc saga; do
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "${outcome:-unfinished}" "$prepared" "$holds" "$locked" \
         "$(( (finished - restarted) / 1000000 ))" | tee -a "$OUT/protocols-crash.tsv"
 done
+fi
 
 # ---- 4. what a reader summing money over two nodes sees -----------------------------------------
 # The reader takes its reference sum before the load starts (nothing else moves money between
 # here and n2 meanwhile), then samples both sums, one query each, while 2-leg transfers run.
+if only reader; then
 printf 'protocol\tsamples\toff\tmax_off\n' > "$OUT/protocols-reader.tsv"
 for p in tcc 2pc saga; do
     "$PYTHON" - "$SOCK" "$PORT" "$p" "$((SECONDS_PER_RUN - 2))" >> "$OUT/protocols-reader.tsv" <<'EOF' &
@@ -242,11 +253,13 @@ EOF
     wait "$reader"
     tail -1 "$OUT/protocols-reader.tsv"
 done
+fi
 
 # ---- 5. batches of cross-node transfers ---------------------------------------------------------
 # transfer_across_batch from here to n2, uniform over the 10,000 accounts of each, 2 clients,
 # synchronous_commit on (a batch is one call: it commits a handful of times whatever its size);
 # transfers/s = calls/s x batch size. Sizes alternated in every repetition.
+if only batch; then
 printf 'protocol\tsize\trep\ttransfers_per_s\tavg_ms\tp99_ms\tcpu_us\n' > "$OUT/protocols-batch.tsv"
 for size in 1 10 100 1000 8000; do
     for p in tcc saga; do
@@ -286,6 +299,7 @@ for rep in $(seq 1 "$REPEAT"); do
         done
     done
 done
+fi
 
 log "consistency after the runs"
 for db in bench bench_n2 bench_n3; do
@@ -294,4 +308,11 @@ for db in bench bench_n2 bench_n3; do
 done
 q bench -tA -c "SELECT 'unfinished global transactions: ' || count(*) FROM wallet.global_transactions WHERE finished_at IS NULL"
 q bench_n2 -tA -c "SELECT 'prepared transactions left: ' || count(*) FROM pg_prepared_xacts"
-python3 "$HERE/summarize_protocols.py" "$OUT" | tee "$OUT/protocols.md"
+if [ -n "${PROTOCOLS_ONLY:-}" ]; then
+    for part in $PROTOCOLS_ONLY; do
+        case "$part" in throughput) f=protocols.tsv ;; *) f="protocols-$part.tsv" ;; esac
+        cat "$OUT/$f"
+    done
+else
+    python3 "$HERE/summarize_protocols.py" "$OUT" | tee "$OUT/protocols.md"
+fi
