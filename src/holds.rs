@@ -619,10 +619,7 @@ fn locked_hold_accounts(
     let (debit_id, credit_id) = hold_accounts(h)?;
     match lock_pair(accounts, conn, debit_id, credit_id, h.reserved)? {
         (Some(d), Some(c)) => Ok((d, c)),
-        _ => Err(WalletError::DataCorrupted(format!(
-            "wallet.accounts: an account of hold {} (accounts {debit_id} and {credit_id}) is missing",
-            h.hold_id
-        ))),
+        _ => Err(missing_account(h, debit_id, credit_id)),
     }
 }
 
@@ -725,6 +722,13 @@ pub fn cancel_hold(
     }
 }
 
+fn missing_account(h: &Hold, debit_id: i64, credit_id: i64) -> WalletError {
+    WalletError::DataCorrupted(format!(
+        "wallet.accounts: an account of hold {} (accounts {debit_id} and {credit_id}) is missing",
+        h.hold_id
+    ))
+}
+
 /// A hold of a command with many items, pending, with its two accounts.
 fn pending_pair<'a>(
     found: &HashMap<i64, &'a LockedAccount>,
@@ -733,10 +737,7 @@ fn pending_pair<'a>(
     let (debit_id, credit_id) = hold_accounts(h)?;
     match (found.get(&debit_id), found.get(&credit_id)) {
         (Some(d), Some(c)) => Ok((d, c)),
-        _ => Err(WalletError::DataCorrupted(format!(
-            "wallet.accounts: an account of hold {} (accounts {debit_id} and {credit_id}) is missing",
-            h.hold_id
-        ))),
+        _ => Err(missing_account(h, debit_id, credit_id)),
     }
 }
 
