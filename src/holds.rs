@@ -140,7 +140,6 @@ fn lookup_hold_and_currency(
 }
 
 /// A try after `hold::check_hold_key` and `transfer::check_amount` passed.
-#[derive(Clone)]
 pub struct TryCall<'a> {
     pub gtid: &'a [u8],
     pub branch: &'a [u8],

@@ -85,7 +85,8 @@ pub struct TryItem<'a> {
 pub fn tcc_try(conn: &Connection, items: &[TryItem]) -> WalletResult<Vec<Reply>> {
     check_items(items.len())?;
     let mut replies: Vec<Option<Reply>> = items.iter().map(|_| None).collect();
-    let mut calls: Vec<(usize, holds::TryCall)> = Vec::new();
+    let mut indexes: Vec<usize> = Vec::new();
+    let mut calls: Vec<holds::TryCall> = Vec::new();
     for (k, item) in items.iter().enumerate() {
         let checked = hold::check_hold_key(Some(item.gtid), "gtid")
             .and_then(|_| hold::check_hold_key(Some(item.branch), "branch"))
@@ -97,9 +98,9 @@ pub fn tcc_try(conn: &Connection, items: &[TryItem]) -> WalletResult<Vec<Reply>>
             });
         match checked {
             Err(e) => replies[k] = Some(Err(e)),
-            Ok(_) => calls.push((
-                k,
-                holds::TryCall {
+            Ok(_) => {
+                indexes.push(k);
+                calls.push(holds::TryCall {
                     gtid: item.gtid,
                     branch: item.branch,
                     debit_account_id: item.debit_account_id,
@@ -108,25 +109,21 @@ pub fn tcc_try(conn: &Connection, items: &[TryItem]) -> WalletResult<Vec<Reply>>
                     timeout_micros: item.timeout_micros,
                     currency: None,
                     key_lock: key_lock(items.len()),
-                },
-            )),
+                });
+            }
         }
     }
-    let keys: Vec<(&[u8], &[u8])> = calls.iter().map(|(_, c)| (c.gtid, c.branch)).collect();
+    let keys: Vec<(&[u8], &[u8])> = calls.iter().map(|c| (c.gtid, c.branch)).collect();
     let answers: Vec<WalletResult<(i64, Text)>> = if calls.len() > 1 && distinct(&keys) {
-        let tries: Vec<holds::TryCall> = calls.iter().map(|(_, c)| c.clone()).collect();
-        holds::try_many(conn, &tries)?
+        holds::try_many(conn, &calls)?
     } else {
         if calls.len() > 1 {
             lock_accounts_in_order(conn, items)?;
         }
-        calls
-            .iter()
-            .map(|(_, c)| holds::try_hold(conn, c))
-            .collect()
+        calls.iter().map(|c| holds::try_hold(conn, c)).collect()
     };
-    for ((k, _), answer) in calls.iter().zip(answers) {
-        replies[*k] = Some(answer.map(|(_, currency)| Some(currency.0)));
+    for (k, answer) in indexes.into_iter().zip(answers) {
+        replies[k] = Some(answer.map(|(_, currency)| Some(currency.0)));
     }
     Ok(replies
         .into_iter()
@@ -203,16 +200,19 @@ fn on_keys(
     one: impl Fn(&[u8], &[u8]) -> WalletResult<i64>,
 ) -> WalletResult<Vec<WalletResult<i64>>> {
     let mut answers: Vec<Option<WalletResult<i64>>> = items.iter().map(|_| None).collect();
-    let mut valid: Vec<(usize, (&[u8], &[u8]))> = Vec::new();
+    let mut indexes: Vec<usize> = Vec::new();
+    let mut keys: Vec<(&[u8], &[u8])> = Vec::new();
     for (k, &(gtid, branch)) in items.iter().enumerate() {
         match hold::check_hold_key(Some(gtid), "gtid")
             .and_then(|_| hold::check_hold_key(Some(branch), "branch"))
         {
-            Ok(()) => valid.push((k, (gtid, branch))),
+            Ok(()) => {
+                indexes.push(k);
+                keys.push((gtid, branch));
+            }
             Err(e) => answers[k] = Some(Err(e)),
         }
     }
-    let keys: Vec<(&[u8], &[u8])> = valid.iter().map(|(_, key)| *key).collect();
     let results = if keys.len() > 1 && distinct(&keys) {
         many(&keys)?
     } else {
@@ -220,8 +220,8 @@ fn on_keys(
             .map(|&(gtid, branch)| one(gtid, branch))
             .collect()
     };
-    for ((k, _), result) in valid.iter().zip(results) {
-        answers[*k] = Some(result);
+    for (k, result) in indexes.into_iter().zip(results) {
+        answers[k] = Some(result);
     }
     Ok(answers
         .into_iter()
