@@ -22,14 +22,7 @@ static NEWEST_EVENT: Kept = Kept {
     index_only: false,
 };
 
-static EXTENSION_OWNER: Kept = Kept {
-    slot: 28,
-    sql: || "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'wallet_ext'".to_string(),
-    args: &[],
-    index_only: false,
-};
-
-pub const KEPT: &[&Kept] = &[&NEWEST_EVENT, &EXTENSION_OWNER];
+pub const KEPT: &[&Kept] = &[&NEWEST_EVENT];
 
 /// The names in a DROP statement's object list (each a String node for extensions and schemas).
 ///
@@ -51,7 +44,7 @@ unsafe fn names(objects: *mut pg_sys::List) -> Vec<String> {
 }
 
 /// What the statement would drop of the wallet, if anything: "DROP EXTENSION wallet_ext", ...
-fn what_it_drops(parsetree: *mut pg_sys::Node, conn: &Connection) -> Option<String> {
+fn what_it_drops(parsetree: *mut pg_sys::Node) -> Option<String> {
     // SAFETY: the parse tree of the statement the event trigger fires for; its tag says its type.
     unsafe {
         match (*parsetree).type_ {
@@ -72,8 +65,10 @@ fn what_it_drops(parsetree: *mut pg_sys::Node, conn: &Connection) -> Option<Stri
             }
             pg_sys::NodeTag::T_DropOwnedStmt => {
                 let stmt = parsetree as *mut pg_sys::DropOwnedStmt;
-                let rows = conn.execute(&EXTENSION_OWNER, &[]);
-                let owner: pg_sys::Oid = rows.get::<pg_sys::Oid>(0, 1)?;
+                let owner = crate::coordinator::nodes::extension_owner();
+                if owner == pg_sys::InvalidOid {
+                    return None;
+                }
                 let roles = (*stmt).roles;
                 let drops_owner = !roles.is_null()
                     && (0..(*roles).length as usize).any(|i| {
@@ -92,7 +87,7 @@ fn guard(parsetree: *mut pg_sys::Node) -> WalletResult<()> {
         return Ok(());
     }
     let conn = Connection::open();
-    let Some(what) = what_it_drops(parsetree, &conn) else {
+    let Some(what) = what_it_drops(parsetree) else {
         return Ok(());
     };
     let rows = conn.execute(&NEWEST_EVENT, &[]);

@@ -22,7 +22,7 @@ use crate::spi::{self, Kept};
 
 query!(NODE_SERVER, 32, "node_server.sql", [pg_sys::TEXTOID], false);
 
-pub const KEPT: &[&Kept] = &[&NODE_SERVER, &OWNER];
+pub const KEPT: &[&Kept] = &[&NODE_SERVER];
 
 /// The libpq keywords that hold credentials: allowed in the user mapping only.
 pub const SECRET_KEYWORDS: [&str; 6] = [
@@ -156,19 +156,42 @@ fn params(node: &str) -> Result<Vec<(String, String)>, CallError> {
 }
 
 /// The role that owns wallet_ext, whose user mapping the coordinator connects with (and whose
-/// rights the coordinator works with).
+/// rights the coordinator works with); InvalidOid if the extension is not there. Read from the
+/// catalog directly, as `get_extension_oid` does (no statement, no settings to pin: every CALL
+/// of a procedure asks).
 pub fn extension_owner() -> pg_sys::Oid {
-    let conn = spi::Connection::open();
-    let rows = conn.execute(&OWNER, &[]);
-    rows.get::<pg_sys::Oid>(0, 1).unwrap_or(pg_sys::InvalidOid)
+    // SAFETY: a catalog scan of pg_extension by its name index under the catalog snapshot, as
+    // Postgres's own get_extension_oid; the tuple is read before the scan ends.
+    unsafe {
+        let relation =
+            pg_sys::table_open(pg_sys::ExtensionRelationId, pg_sys::AccessShareLock as i32);
+        let mut key = std::mem::MaybeUninit::<pg_sys::ScanKeyData>::zeroed();
+        pg_sys::ScanKeyInit(
+            key.as_mut_ptr(),
+            pg_sys::Anum_pg_extension_extname as pg_sys::AttrNumber,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::Oid::from(pg_sys::F_NAMEEQ),
+            Datum::from(c"wallet_ext".as_ptr()),
+        );
+        let scan = pg_sys::systable_beginscan(
+            relation,
+            pg_sys::Oid::from(pg_sys::ExtensionNameIndexId),
+            true,
+            std::ptr::null_mut(),
+            1,
+            key.as_mut_ptr(),
+        );
+        let tuple = pg_sys::systable_getnext(scan);
+        let owner = if tuple.is_null() {
+            pg_sys::InvalidOid
+        } else {
+            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_extension>(tuple)).extowner
+        };
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(relation, pg_sys::AccessShareLock as i32);
+        owner
+    }
 }
-
-static OWNER: Kept = Kept {
-    slot: 33,
-    sql: || "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'wallet_ext'".to_string(),
-    args: &[],
-    index_only: false,
-};
 
 struct Pooled {
     params: Vec<(String, String)>,

@@ -279,7 +279,7 @@ impl Procedure {
             pg_sys::XactIsoLevel = pg_sys::XACT_READ_COMMITTED as i32;
         }
         Procedure {
-            owner: between_steps(nodes::extension_owner),
+            owner: nodes::extension_owner(),
         }
     }
 }
