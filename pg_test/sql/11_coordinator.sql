@@ -68,11 +68,30 @@ SELECT balance FROM wallet.accounts WHERE id = :yuri;
 CALL wallet.transfer_across('pay-1', 'local', :yuri, 'n2', :xena, 2600);
 \echo :LAST_ERROR_SQLSTATE
 
--- The other way: n2 pays, this database receives. Both accounts here: one local transaction.
+-- The other way: n2 pays, this database receives.
 CALL wallet.transfer_across('pay-2', 'n2', :xena, 'local', :zoe, 500);
+-- Both accounts here: one local transaction, whatever the protocol. The transfer is posted (no
+-- hold: its event's data names the global transaction) and the global transaction recorded as
+-- confirmed, in one commit; it has no branch rows.
 CALL wallet.transfer_across('pay-3', 'local', :yuri, 'local', :zoe, 100);
-SELECT count(*) AS branches, bool_and(node = 'local') AS local FROM wallet.branches WHERE gtid = 'pay-3';
+SELECT phase, outcome, currency, decided_at IS NOT NULL AS decided, finished_by,
+       (SELECT count(*) FROM wallet.branches AS b WHERE b.gtid = g.gtid) AS branches
+  FROM wallet.global_transactions AS g WHERE gtid = 'pay-3';
+SELECT event_type, debit_account_id = :yuri AS from_yuri, credit_account_id = :zoe AS to_zoe,
+       amount, idempotency_key, data
+  FROM wallet.events WHERE data ->> 'gtid' = 'pay-3';
 SELECT wallet.balance(:zoe) AS zoe;
+-- A repeat answers the same and moves nothing; a refusal is recorded as a cancel with the reason
+-- (WA008, naming the account and amount), and a repeat of it answers the same refusal.
+CALL wallet.transfer_across('pay-3', 'local', :yuri, 'local', :zoe, 100);
+SELECT wallet.balance(:zoe) AS zoe_unchanged;
+CALL wallet.transfer_across('pay-3x', 'local', :yuri, 'local', :zoe, 999999999);
+\echo :LAST_ERROR_SQLSTATE
+CALL wallet.transfer_across('pay-3x', 'local', :yuri, 'local', :zoe, 999999999, protocol => 'tcc');
+\echo :LAST_ERROR_SQLSTATE
+SELECT phase, outcome, currency, error_sqlstate, finished_at IS NOT NULL AS finished
+  FROM wallet.global_transactions WHERE gtid = 'pay-3x';
+SELECT count(*) AS events_of_the_refusal FROM wallet.events WHERE data ->> 'gtid' = 'pay-3x';
 
 -- A refused try cancels the whole transfer with the participant's SQLSTATE and message. This
 -- node's branch is tried in the step, before the others are sent theirs: refused here, the other

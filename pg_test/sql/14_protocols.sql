@@ -139,6 +139,17 @@ SELECT gtid, protocol, outcome, (SELECT count(*) FROM wallet.branches b WHERE b.
   FROM wallet.global_transactions g WHERE gtid LIKE 'fee-%' ORDER BY gtid;
 SELECT branch_no, node, debit_account_ids, credit_account_ids, amounts FROM wallet.branches WHERE gtid = 'fee-local' ORDER BY branch_no;
 SELECT wallet.balance(:fees) AS fees_here;
+-- Every leg here, by any protocol: one local transaction; more than one posting is posted as 2PC
+-- and a saga post a branch, one linked chain of keyed transfers (all or nothing).
+CALL wallet.transfer_global('fee-here', ARRAY['local', 'local', 'local'], ARRAY[:customer, :fees, :merchant]::bigint[], ARRAY[-30, 5, 25]::bigint[], 'saga');
+SELECT protocol, phase, outcome, (SELECT count(*) FROM wallet.branches b WHERE b.gtid = g.gtid) AS branches
+  FROM wallet.global_transactions g WHERE gtid = 'fee-here';
+SELECT debit_account_id = :customer AS from_customer, credit_account_id = :fees AS to_fees, amount, right(idempotency_key, 5) AS key_end
+  FROM wallet.events WHERE idempotency_key LIKE 'gtx:%' AND seq > (SELECT max(seq) - 2 FROM wallet.events) ORDER BY seq;
+CALL wallet.transfer_global('fee-here-2', ARRAY['local', 'local', 'local'], ARRAY[:customer, :fees, :merchant]::bigint[], ARRAY[-999999999, 5, 999999994]::bigint[], '2pc');
+\echo :LAST_ERROR_SQLSTATE
+SELECT outcome, error_sqlstate FROM wallet.global_transactions WHERE gtid = 'fee-here-2';
+SELECT wallet.balance(:fees) AS fees_here_after;
 -- Legs that do not sum to zero, an account twice, too many legs: refused before anything is recorded.
 CALL wallet.transfer_global('bad-1', ARRAY['local', 'p2'], ARRAY[:customer, 3]::bigint[], ARRAY[-100, 99]::bigint[]);
 \echo :LAST_ERROR_SQLSTATE

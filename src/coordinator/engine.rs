@@ -28,6 +28,7 @@ use super::calls::*;
 use super::ledger::*;
 use super::libpq::CallError;
 use super::nodes;
+use super::participant::PostItem;
 use super::steps::*;
 use crate::commands::{query, text_datum};
 use crate::error::WalletResult;
@@ -54,7 +55,7 @@ pub const KEPT: &[&Kept] = &[
 const ROUNDS_MAX: usize = 4 * wallet_core::limits::GLOBAL_LEGS_MAX + 8;
 
 /// The name of this database among the nodes.
-pub const LOCAL: &str = "local";
+pub const LOCAL: &str = protocol::LOCAL_NODE;
 
 /// A global transaction as asked for, checked.
 pub struct Request {
@@ -564,7 +565,8 @@ impl Drop for Claim<'_> {
 /// it, for a repeat with the same gtid), then drives it.
 pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
     let plan = protocol::plan_for(&request.legs, request.protocol)?;
-    if request.protocol == Protocol::TwoPhase {
+    let here_alone = protocol::here_alone(&plan);
+    if request.protocol == Protocol::TwoPhase && !here_alone {
         step(owner, |_| check_prepared_transactions(&plan))?;
     }
     // Whether this call holds the claim. The recording step does not release it on its own:
@@ -592,6 +594,9 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
                 return Ok(Some(Outcome::DrivenElsewhere));
             }
             holding.set(true);
+            if here_alone && insert_here(conn, request) {
+                return run_here(conn, request, &plan[0]).map(Some);
+            }
             match load(conn, &request.gtid)? {
                 Some(existing) => {
                     let same =
@@ -602,13 +607,13 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
                             existing: describe(&existing.protocol, &existing.legs),
                         });
                     }
+                    if existing.finished {
+                        return Ok(Some(outcome_of(&existing)));
+                    }
                     // One of a batch: its outcome when finished; while the batch's session is
                     // at work, `pending` (never a wait here: this step holds the ledger row the
                     // batch's next step needs); once that session is gone, driven here.
                     if let Some(batch) = &existing.batch {
-                        if existing.finished {
-                            return Ok(Some(outcome_of(&existing)));
-                        }
                         if !locks::lock_for_session(LockClass::Batch, batch, false)? {
                             return Ok(Some(Outcome::InBatch));
                         }
@@ -652,6 +657,92 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
         .cloned()
         .flatten()
         .map_or(Outcome::Busy, |g| outcome_of(&g)))
+}
+
+/// A new global transaction whose every leg is on this node (`protocol::here_alone`), whatever
+/// its protocol, in the recording step itself, which `insert_here` began: its branch posted, and
+/// on a refusal recorded as cancelled, all in one commit. A Postgres ERROR rolls all of it back:
+/// nothing is recorded.
+///
+/// One posting (two legs) is a single transfer whose event carries `{"gtid": ...}` as its data,
+/// its link to the ledger; it needs no idempotency key, since the ledger row inserted in the same
+/// transaction already makes it happen once (and a key's look-up, lock and index entry cost a
+/// fifth of the call). More postings are posted as 2PC's and a saga's are: keyed transfers, one
+/// linked chain.
+fn run_here(
+    conn: &Connection,
+    request: &Request,
+    branch: &protocol::BranchPlan,
+) -> WalletResult<Outcome> {
+    let refusal = match branch.postings.as_slice() {
+        [protocol::Posting {
+            debit_account_id: Some(debit_account_id),
+            credit_account_id: Some(credit_account_id),
+            amount,
+        }] => {
+            let call = crate::commands::TransferCall {
+                request: wallet_core::transfer::TransferRequest {
+                    debit_account_id: *debit_account_id,
+                    credit_account_id: *credit_account_id,
+                    amount: *amount,
+                },
+                idempotency_key: None,
+                metadata: pgrx::JsonB(serde_json::json!({
+                    "gtid": String::from_utf8_lossy(&request.gtid)
+                }))
+                .into_datum(),
+            };
+            match crate::commands::transfer(conn, &call) {
+                Ok(_) => None,
+                // Retryable, not a refusal: the step ends and nothing is recorded.
+                Err(e @ WalletError::ConcurrentChange { .. }) => return Err(e),
+                Err(e) => Some((e.sqlstate().to_string(), e.to_string())),
+            }
+        }
+        _ => post_chain(conn, &request.gtid, branch)?,
+    };
+    Ok(match refusal {
+        None => Outcome::Confirmed,
+        Some(refusal) => {
+            cancel_here(conn, &request.gtid, &refusal);
+            let (sqlstate, message) = refusal;
+            Outcome::Cancelled {
+                sqlstate,
+                message,
+                finished: true,
+            }
+        }
+    })
+}
+
+/// The postings of `run_here`'s branch as one linked chain of keyed transfers; its refusal, if
+/// any.
+fn post_chain(
+    conn: &Connection,
+    gtid: &[u8],
+    branch: &protocol::BranchPlan,
+) -> WalletResult<Option<(String, String)>> {
+    let hash = gtid_hash(gtid);
+    let n = branch.postings.len();
+    let keys: Vec<Vec<u8>> = (0..n).map(|k| posting_key(&hash, 1, k)).collect();
+    let items: Vec<PostItem> = branch
+        .postings
+        .iter()
+        .zip(&keys)
+        .enumerate()
+        .map(|(k, (p, key))| PostItem {
+            key,
+            debit_account_id: p.debit_account_id,
+            credit_account_id: p.credit_account_id,
+            amount: p.amount,
+            linked: k + 1 < n,
+        })
+        .collect();
+    let replies = super::participant::post_branch(conn, &items)?;
+    Ok(match branch_answer(&replies) {
+        (Answer::Done, ..) => None,
+        (_, _, error) => Some(error.unwrap_or_else(|| ("WA025".into(), "refused".into()))),
+    })
 }
 
 /// What a batch answers for one item: its outcome (`confirmed`, `cancelled`, `pending`, `stuck`,

@@ -73,6 +73,20 @@ query!(
     false
 );
 query!(
+    LEDGER_INSERT_HERE,
+    49,
+    "ledger_insert_here.sql",
+    [T, T, TA, IA, IA, I8, I8, I8],
+    false
+);
+query!(
+    LEDGER_CANCEL_HERE,
+    50,
+    "ledger_cancel_here.sql",
+    [T, T, T],
+    false
+);
+query!(
     COORDINATOR_IDENTITY,
     44,
     "coordinator_identity.sql",
@@ -90,6 +104,8 @@ pub const KEPT: &[&Kept] = &[
     &COORDINATOR_IDENTITY,
     &LEDGER_INSERT_BATCH,
     &LEDGER_BRANCH_INSERT_BATCH,
+    &LEDGER_INSERT_HERE,
+    &LEDGER_CANCEL_HERE,
 ];
 
 // ---- the ledger, as the engine reads it --------------------------------------------------------
@@ -175,6 +191,9 @@ pub(super) fn load_many(conn: &Connection, gtids: &[Vec<u8>]) -> WalletResult<Ve
     for r in 0..rows.len() {
         let g = gtx_of_row(&rows, r)?;
         found.insert(g.gtid.clone(), g);
+    }
+    if found.is_empty() {
+        return Ok(gtids.iter().map(|_| None).collect());
     }
     let rows = conn.execute(&LEDGER_BRANCHES_MANY, &[Some(ids)]);
     for r in 0..rows.len() {
@@ -495,20 +514,7 @@ pub(super) fn insert(
         ],
     );
     if rows.is_empty() {
-        // Recorded meanwhile under the same gtid (by a batch, which records without the gtid's
-        // claim): a 40001 naming the legs' first accounts; the retry finds it.
-        let first = |out: bool| {
-            request
-                .legs
-                .iter()
-                .find(|l| (l.amount < 0) == out)
-                .map_or(0, |l| l.account_id)
-        };
-        return Err(WalletError::ConcurrentChange {
-            debit_account_id: first(true),
-            credit_account_id: first(false),
-            amount: moved,
-        });
+        return Err(recorded_meanwhile(request, moved));
     }
     let coordinator = coordinator_id(conn);
     let hash = gtid_hash(&request.gtid);
@@ -534,6 +540,63 @@ pub(super) fn insert(
         );
     }
     Ok(())
+}
+
+/// Records a new global transaction of this node alone (see `run_here`) as confirmed, before
+/// its posting; false when the gtid exists.
+pub(super) fn insert_here(conn: &Connection, request: &Request) -> bool {
+    let legs = &request.legs;
+    let nodes: Vec<Option<&str>> = legs.iter().map(|l| Some(l.node.as_str())).collect();
+    let accounts: Vec<Option<i64>> = legs.iter().map(|l| Some(l.account_id)).collect();
+    let amounts: Vec<Option<i64>> = legs.iter().map(|l| Some(l.amount)).collect();
+    let moved: i64 = legs.iter().filter(|l| l.amount > 0).map(|l| l.amount).sum();
+    let payer = legs
+        .iter()
+        .find(|l| l.amount < 0)
+        .map_or(0, |l| l.account_id);
+    let rows = conn.execute(
+        &LEDGER_INSERT_HERE,
+        &[
+            Some(text_datum(&request.gtid)),
+            request.protocol.as_str().into_datum(),
+            Some(texts(nodes.iter().map(|n| n.map(str::as_bytes)))),
+            accounts.into_datum(),
+            amounts.into_datum(),
+            moved.into_datum(),
+            request.timeout_micros.into_datum(),
+            payer.into_datum(),
+        ],
+    );
+    !rows.is_empty()
+}
+
+/// Records that the posting of a global transaction of this node alone was refused.
+pub(super) fn cancel_here(conn: &Connection, gtid: &[u8], refusal: &(String, String)) {
+    conn.execute(
+        &LEDGER_CANCEL_HERE,
+        &[
+            Some(text_datum(gtid)),
+            refusal.0.as_str().into_datum(),
+            refusal.1.as_str().into_datum(),
+        ],
+    );
+}
+
+/// A gtid recorded meanwhile (by a batch, which records without the gtid's claim): a 40001
+/// naming the legs' first accounts; the retry finds it.
+fn recorded_meanwhile(request: &Request, moved: i64) -> WalletError {
+    let first = |out: bool| {
+        request
+            .legs
+            .iter()
+            .find(|l| (l.amount < 0) == out)
+            .map_or(0, |l| l.account_id)
+    };
+    WalletError::ConcurrentChange {
+        debit_account_id: first(true),
+        credit_account_id: first(false),
+        amount: moved,
+    }
 }
 
 /// Records a batch's new global transactions (two legs each) and their branches, set-wise;

@@ -372,6 +372,17 @@ pub struct BranchPlan {
     pub postings: Vec<Posting>,
 }
 
+/// The name of the coordinator's own database among the nodes.
+pub const LOCAL_NODE: &str = "local";
+
+/// Whether the plan's every leg is on the coordinator's own node. Then no other node has anything
+/// to hear, before or after, and whatever the protocol the global transaction is one local
+/// transaction: its postings (keyed transfers, as 2PC and a saga post), its record and its outcome
+/// commit together, so no crash can leave it half done and recovery never sees it unfinished.
+pub fn here_alone(plan: &[BranchPlan]) -> bool {
+    matches!(plan, [only] if only.node == LOCAL_NODE)
+}
+
 /// A node name: `local` (this database) or a registered node's name, [a-z_][a-z0-9_]*.
 pub fn check_node_name(name: &str, argument: &'static str) -> Result<(), WalletError> {
     let ok = !name.is_empty()
@@ -586,6 +597,21 @@ mod tests {
                 }],
             }]
         );
+    }
+
+    #[test]
+    fn only_legs_all_on_this_node_run_as_one_local_transaction() {
+        let here = plan(&[
+            leg("local", 3, -500),
+            leg("local", 7, 400),
+            leg("local", 9, 100),
+        ]);
+        assert!(here_alone(&here.unwrap()));
+        let across = plan(&[leg("local", 3, -500), leg("n2", 7, 500)]).unwrap();
+        assert!(!here_alone(&across));
+        // One branch, but on another node: its calls go there.
+        let there = plan(&[leg("n2", 3, -500), leg("n2", 7, 500)]).unwrap();
+        assert!(!here_alone(&there));
     }
 
     #[test]
