@@ -63,6 +63,7 @@ rejections = {}
 by_protocol = {p: 0 for p in PROTOCOLS}
 crashes = []
 thread_errors = []
+here_alone = set()  # gtids whose every leg is on their coordinator
 
 
 def connect(node, retry_for=90.0):
@@ -261,14 +262,23 @@ def check_outcomes():
     """1. Every global transaction finished; returns {gtid: (protocol, outcome, legs)}."""
     found = {}
     for coordinator in COORDINATORS:
-        for gtid, protocol, outcome, finished, nodes, accounts, amounts in rows(
+        for gtid, protocol, outcome, finished, nodes, accounts, amounts, batch in rows(
                 coordinator, """SELECT gtid, protocol, outcome, finished_at IS NOT NULL,
-                                       leg_nodes, leg_account_ids, leg_amounts
+                                       leg_nodes, leg_account_ids, leg_amounts, batch
                                   FROM wallet.global_transactions"""):
             if not finished or outcome not in ("confirmed", "cancelled"):
                 fail(f"{coordinator} {gtid} ({protocol}): outcome {outcome}, finished {finished}")
             legs = [(coordinator if n == "local" else n, a, m) for n, a, m in zip(nodes, accounts, amounts)]
             found[gtid] = (protocol, outcome, legs)
+            if batch is None and all(n == "local" for n in nodes):
+                # A single call's: one local transaction, no branch rows, no holds (README,
+                # "Transfers between databases"); its balances are checked with the others'.
+                here_alone.add(gtid)
+        (branches,) = one(coordinator, """SELECT count(*) FROM wallet.branches AS b
+                                            JOIN wallet.global_transactions AS g USING (gtid)
+                                           WHERE g.batch IS NULL AND g.leg_nodes <@ ARRAY['local']""")
+        if branches:
+            fail(f"{coordinator}: {branches} branch rows of global transactions with every leg on it")
         (refused,) = one(coordinator, "SELECT count(*) FROM wallet.branches WHERE status = 'refused'")
         if refused:
             fail(f"{coordinator}: {refused} branches refused after a confirm decision")
@@ -312,7 +322,10 @@ def check_holds(outcomes):
         if outcome == "cancelled" and any(s == "confirmed" for s in statuses):
             fail(f"{gtid} cancelled, its holds: {found}")
     for gtid, (protocol, outcome, legs) in outcomes.items():
-        if protocol == "tcc" and outcome == "confirmed" and not holds.get(gtid):
+        if gtid in here_alone:
+            if holds.get(gtid):
+                fail(f"{gtid}: every leg on its coordinator, yet holds: {holds[gtid]}")
+        elif protocol == "tcc" and outcome == "confirmed" and not holds.get(gtid):
             fail(f"{gtid} (tcc) confirmed without a hold anywhere")
 
 
@@ -366,7 +379,7 @@ def main():
         summary[(protocol, outcome)] = summary.get((protocol, outcome), 0) + 1
     print(f"global transactions: {len(outcomes)} "
           f"({', '.join(f'{p} {o} {n}' for (p, o), n in sorted(summary.items()))}), "
-          f"finished by recovery {by_recovery}", flush=True)
+          f"finished by recovery {by_recovery}, every leg on the coordinator {len(here_alone)}", flush=True)
     if by_recovery == 0:
         fail("no crash interrupted a global transaction: recovery was not exercised")
     users = check_balances(outcomes)
