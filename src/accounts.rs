@@ -70,6 +70,7 @@ static EXECUTOR_LOCK: Kept = Kept {
     sql: || include_str!("../sql/queries/executor_account_lock.sql").to_string(),
     args: &[pg_sys::INT8ARRAYOID],
     index_only: false,
+    hash_join: false,
 };
 static EXECUTOR_UPDATE: Kept = Kept {
     slot: 25,
@@ -82,6 +83,7 @@ static EXECUTOR_UPDATE: Kept = Kept {
         pg_sys::INT8OID,
     ],
     index_only: false,
+    hash_join: false,
 };
 
 pub const KEPT: &[&Kept] = &[&EXECUTOR_LOCK, &EXECUTOR_UPDATE];

@@ -31,11 +31,15 @@ const TEXT_ARRAY: Oid = pg_sys::TEXTARRAYOID;
 /// A kept statement whose text is `sql/queries/$file`.
 macro_rules! query {
     ($name:ident, $slot:expr, $file:literal, [$($arg:expr),*], $index_only:expr) => {
+        query!($name, $slot, $file, [$($arg),*], $index_only, false);
+    };
+    ($name:ident, $slot:expr, $file:literal, [$($arg:expr),*], $index_only:expr, $hash_join:expr) => {
         pub(crate) static $name: Kept = Kept {
             slot: $slot,
             sql: || include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/", $file)).to_string(),
             args: &[$($arg),*],
             index_only: $index_only,
+            hash_join: $hash_join,
         };
     };
 }

@@ -82,6 +82,7 @@ static EXECUTOR_INSERT: Kept = Kept {
         pg_sys::INT8OID,
     ],
     index_only: false,
+    hash_join: false,
 };
 
 pub const KEPT: &[&Kept] = &[&EXECUTOR_INSERT];

@@ -20,6 +20,7 @@ static NEWEST_EVENT: Kept = Kept {
     sql: || "SELECT max(seq) FROM wallet.events".to_string(),
     args: &[],
     index_only: false,
+    hash_join: false,
 };
 
 pub const KEPT: &[&Kept] = &[&NEWEST_EVENT];

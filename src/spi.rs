@@ -27,6 +27,12 @@ pub struct Kept {
     /// ANALYZE invalidates it. Measured: try + confirm pairs at 1.7k/s instead of 8.9k/s for
     /// the first seconds after a VACUUM of the empty table.
     pub index_only: bool,
+    /// Plan (and re-plan) with nested loops and merge joins off as well, for a statement that
+    /// joins the rows it finds by an index condition with its unnest of the arguments: a hash of
+    /// those rows, whatever the statistics say. Planned while the table looked empty, a nested
+    /// loop rescans the unnest for every row (quadratic in a batch's size), and without the
+    /// index condition a join scanned the whole primary key at every step.
+    pub hash_join: bool,
 }
 
 thread_local! {
@@ -97,19 +103,26 @@ impl Connection {
         // setting is in force around it, at a GUC nesting level of its own, as a function's SET
         // clause would be (an ERROR in between is undone by the transaction's abort).
         let nest_level = kept.index_only.then(|| {
-            // SAFETY: a plain session setting, changed and restored within this call.
+            // SAFETY: plain session settings, changed and restored within this call.
             unsafe {
                 let level = pg_sys::NewGUCNestLevel();
-                pg_sys::set_config_option(
-                    c"enable_seqscan".as_ptr(),
-                    c"off".as_ptr(),
-                    pg_sys::GucContext::PGC_USERSET,
-                    pg_sys::GucSource::PGC_S_SESSION,
-                    pg_sys::GucAction::GUC_ACTION_SAVE,
-                    true,
-                    0,
-                    false,
-                );
+                let off: &[&std::ffi::CStr] = if kept.hash_join {
+                    &[c"enable_seqscan", c"enable_nestloop", c"enable_mergejoin"]
+                } else {
+                    &[c"enable_seqscan"]
+                };
+                for name in off {
+                    pg_sys::set_config_option(
+                        name.as_ptr(),
+                        c"off".as_ptr(),
+                        pg_sys::GucContext::PGC_USERSET,
+                        pg_sys::GucSource::PGC_S_SESSION,
+                        pg_sys::GucAction::GUC_ACTION_SAVE,
+                        true,
+                        0,
+                        false,
+                    );
+                }
                 level
             }
         });
