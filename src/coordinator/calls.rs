@@ -464,7 +464,8 @@ pub(super) fn remote_commands(g: &Gtx, b: usize, kind: CallKind, coordinator: &s
         sql,
         params: vec![],
     };
-    let gid = gid(coordinator, &gtid_hash(&g.gtid), g.branches[b].no);
+    // Only 2PC names a prepared transaction (and hashing the gtid costs).
+    let gid = || gid(coordinator, &gtid_hash(&g.gtid), g.branches[b].no);
     let commands = match (g.protocol, kind) {
         (Protocol::Tcc, CallKind::Try) => vec![call("wallet_tcc_try", TCC_TRY)],
         (Protocol::Tcc, CallKind::Confirm) => vec![call("wallet_tcc_confirm", TCC_CONFIRM)],
@@ -476,10 +477,14 @@ pub(super) fn remote_commands(g: &Gtx, b: usize, kind: CallKind, coordinator: &s
                 sql: POST_BRANCH.to_string(),
                 params: array_params(&columns.posting_arguments()),
             },
-            text(format!("PREPARE TRANSACTION '{gid}'")),
+            text(format!("PREPARE TRANSACTION '{}'", gid())),
         ],
-        (Protocol::TwoPhase, CallKind::Confirm) => vec![text(format!("COMMIT PREPARED '{gid}'"))],
-        (Protocol::TwoPhase, CallKind::Cancel) => vec![text(format!("ROLLBACK PREPARED '{gid}'"))],
+        (Protocol::TwoPhase, CallKind::Confirm) => {
+            vec![text(format!("COMMIT PREPARED '{}'", gid()))]
+        }
+        (Protocol::TwoPhase, CallKind::Cancel) => {
+            vec![text(format!("ROLLBACK PREPARED '{}'", gid()))]
+        }
         (Protocol::Saga, CallKind::Try) => vec![call("wallet_post_branch", POST_BRANCH)],
         (Protocol::Saga, CallKind::Cancel) => vec![call("wallet_undo_branch", UNDO_BRANCH)],
         (Protocol::Saga, CallKind::Confirm) => vec![],

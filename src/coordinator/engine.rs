@@ -427,7 +427,6 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
         let ids: Vec<Vec<u8>> = active.iter().map(|&i| gtids[i].clone()).collect();
         let known: Vec<Option<Gtx>> = active.iter().map(|&i| state[i].clone()).collect();
         let body = |conn: &Connection| {
-            let coordinator = coordinator.clone().unwrap_or_else(|| coordinator_id(conn));
             let mut gtxs = Vec::with_capacity(active.len());
             let mut indexes = Vec::with_capacity(active.len());
             let mut present = Vec::with_capacity(active.len());
@@ -447,6 +446,14 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
                     indexes.push(i);
                 }
             }
+            // This coordinator's id names 2PC's prepared transactions, and nothing else.
+            let coordinator = match &coordinator {
+                Some(id) => id.clone(),
+                None if gtxs.iter().any(|g| g.protocol == Protocol::TwoPhase) => {
+                    coordinator_id(conn)
+                }
+                None => String::new(),
+            };
             let remotes = work(
                 conn,
                 &mut gtxs,
@@ -468,7 +475,7 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
         } else {
             step(owner, body)?
         };
-        coordinator = Some(id);
+        coordinator = (!id.is_empty()).then_some(id);
         let decided = now.iter().zip(&phases_before).any(|(g, before)| {
             g.as_ref()
                 .is_some_and(|g| g.phase != Phase::Try && *before != Some(g.phase))

@@ -49,6 +49,7 @@ query!(
     38,
     "ledger_branch_set_many.sql",
     [TA, I4A, TA, TA, TA, I4A],
+    true,
     true
 );
 query!(
@@ -56,6 +57,7 @@ query!(
     39,
     "ledger_update_many.sql",
     [TA, TA, TA, TA, TA, TA, T, TA, TA],
+    true,
     true
 );
 query!(
@@ -87,6 +89,20 @@ query!(
     false
 );
 query!(
+    LEDGER_UPDATE_ONE,
+    51,
+    "ledger_update_one.sql",
+    [T, T, T, T, T, T, T, T, T],
+    true
+);
+query!(
+    LEDGER_BRANCH_SET_ONE,
+    52,
+    "ledger_branch_set_one.sql",
+    [T, I4, T, T, T, I4],
+    true
+);
+query!(
     COORDINATOR_IDENTITY,
     44,
     "coordinator_identity.sql",
@@ -106,6 +122,8 @@ pub const KEPT: &[&Kept] = &[
     &LEDGER_BRANCH_INSERT_BATCH,
     &LEDGER_INSERT_HERE,
     &LEDGER_CANCEL_HERE,
+    &LEDGER_UPDATE_ONE,
+    &LEDGER_BRANCH_SET_ONE,
 ];
 
 // ---- the ledger, as the engine reads it --------------------------------------------------------
@@ -408,67 +426,95 @@ fn change(g: &Gtx, f: impl FnOnce(&mut GtxWrite)) {
     WRITES.with(|w| f(w.borrow_mut().gtxs.entry(g.gtid.clone()).or_default()));
 }
 
+/// Up to this many rows a step's changes are written one statement per row (scalar parameters):
+/// a statement over `unnest` of its arrays starts a table function per column and a hash join,
+/// about five times the instructions of a keyed UPDATE for one row (callgrind of a single
+/// cross-node transfer); from a batch on, the arrays' one statement is cheaper.
+const ROWS_ONE_BY_ONE: usize = 3;
+
 /// Writes what the step changed: each global transaction's row once, then the branches'.
 pub(super) fn flush(conn: &Connection) {
     let w = WRITES.with(|w| std::mem::take(&mut *w.borrow_mut()));
-    if !w.gtxs.is_empty() {
-        let (gtids, rows): (Vec<&Vec<u8>>, Vec<&GtxWrite>) = w.gtxs.iter().unzip();
-        let column = |f: &dyn Fn(&GtxWrite) -> Option<Vec<u8>>| {
-            let values: Vec<Option<Vec<u8>>> = rows.iter().map(|r| f(r)).collect();
-            texts(values.iter().map(Option::as_deref))
-        };
-        let part = |e: &Error, k: usize| {
-            e.as_ref()
-                .map(|e| if k == 0 { e.0.clone() } else { e.1.clone() }.into_bytes())
-        };
-        conn.execute(
-            &LEDGER_UPDATE_MANY,
-            &[
-                Some(texts(gtids.iter().map(|g| Some(g.as_slice())))),
-                Some(column(&|r| r.currency.clone())),
-                Some(column(&|r| part(&r.reason, 0))),
-                Some(column(&|r| part(&r.reason, 1))),
-                Some(column(&|r| r.phase.map(|p| p.as_str().as_bytes().to_vec()))),
-                Some(column(&|r| r.outcome.clone().map(String::into_bytes))),
-                (if w.by_recovery {
-                    "recovery"
-                } else {
-                    "coordinator"
-                })
-                .into_datum(),
-                Some(column(&|r| part(&r.stuck, 0))),
-                Some(column(&|r| part(&r.stuck, 1))),
-            ],
-        );
+    let by = if w.by_recovery {
+        "recovery"
+    } else {
+        "coordinator"
+    };
+    let part = |e: &Error, k: usize| {
+        e.as_ref()
+            .map(|e| if k == 0 { e.0.clone() } else { e.1.clone() }.into_bytes())
+    };
+    // Per global transaction: gtid, currency, reason (SQLSTATE, message), phase, outcome, stuck
+    // (SQLSTATE, message): the parameters $1-$6, $8, $9 of ledger_update_{one,many}.sql.
+    let gtxs: Vec<[Option<Vec<u8>>; 8]> = w
+        .gtxs
+        .iter()
+        .map(|(gtid, r)| {
+            [
+                Some(gtid.clone()),
+                r.currency.clone(),
+                part(&r.reason, 0),
+                part(&r.reason, 1),
+                r.phase.map(|p| p.as_str().as_bytes().to_vec()),
+                r.outcome.clone().map(String::into_bytes),
+                part(&r.stuck, 0),
+                part(&r.stuck, 1),
+            ]
+        })
+        .collect();
+    if gtxs.len() <= ROWS_ONE_BY_ONE {
+        for row in &gtxs {
+            let mut args: Vec<Option<Datum>> =
+                row.iter().map(|v| v.as_deref().map(text_datum)).collect();
+            args.insert(6, by.into_datum());
+            conn.execute(&LEDGER_UPDATE_ONE, &args);
+        }
+    } else {
+        let mut args: Vec<Option<Datum>> = (0..8)
+            .map(|c| Some(texts(gtxs.iter().map(|row| row[c].as_deref()))))
+            .collect();
+        args.insert(6, by.into_datum());
+        conn.execute(&LEDGER_UPDATE_MANY, &args);
     }
-    if !w.branches.is_empty() {
-        let (keys, rest): (Vec<&(Vec<u8>, i32)>, Vec<&(BranchStatus, Error, i32)>) =
-            w.branches.iter().unzip();
-        let numbers: Vec<Option<i32>> = keys.iter().map(|(_, n)| Some(*n)).collect();
-        let answers: Vec<Option<i32>> = rest.iter().map(|(_, _, n)| Some(*n)).collect();
-        let errors = |k: usize| -> Vec<Option<Vec<u8>>> {
-            rest.iter()
-                .map(|(_, e, _)| {
-                    e.as_ref()
-                        .map(|e| if k == 0 { e.0.clone() } else { e.1.clone() }.into_bytes())
-                })
-                .collect()
-        };
-        let (sqlstates, messages) = (errors(0), errors(1));
-        conn.execute(
-            &LEDGER_BRANCH_SET_MANY,
-            &[
-                Some(texts(keys.iter().map(|(g, _)| Some(g.as_slice())))),
-                numbers.into_datum(),
-                Some(texts(
-                    rest.iter().map(|(s, _, _)| Some(s.as_str().as_bytes())),
-                )),
-                Some(texts(sqlstates.iter().map(Option::as_deref))),
-                Some(texts(messages.iter().map(Option::as_deref))),
-                answers.into_datum(),
-            ],
-        );
+    if w.branches.is_empty() {
+        return;
     }
+    if w.branches.len() <= ROWS_ONE_BY_ONE {
+        for ((gtid, no), (status, error, answers)) in &w.branches {
+            conn.execute(
+                &LEDGER_BRANCH_SET_ONE,
+                &[
+                    Some(text_datum(gtid)),
+                    no.into_datum(),
+                    status.as_str().into_datum(),
+                    part(error, 0).as_deref().map(text_datum),
+                    part(error, 1).as_deref().map(text_datum),
+                    answers.into_datum(),
+                ],
+            );
+        }
+        return;
+    }
+    let (keys, rest): (Vec<&(Vec<u8>, i32)>, Vec<&(BranchStatus, Error, i32)>) =
+        w.branches.iter().unzip();
+    let numbers: Vec<Option<i32>> = keys.iter().map(|(_, n)| Some(*n)).collect();
+    let answers: Vec<Option<i32>> = rest.iter().map(|(_, _, n)| Some(*n)).collect();
+    let errors =
+        |k: usize| -> Vec<Option<Vec<u8>>> { rest.iter().map(|(_, e, _)| part(e, k)).collect() };
+    let (sqlstates, messages) = (errors(0), errors(1));
+    conn.execute(
+        &LEDGER_BRANCH_SET_MANY,
+        &[
+            Some(texts(keys.iter().map(|(g, _)| Some(g.as_slice())))),
+            numbers.into_datum(),
+            Some(texts(
+                rest.iter().map(|(s, _, _)| Some(s.as_str().as_bytes())),
+            )),
+            Some(texts(sqlstates.iter().map(Option::as_deref))),
+            Some(texts(messages.iter().map(Option::as_deref))),
+            answers.into_datum(),
+        ],
+    );
 }
 
 /// Drops what the step changed (it rolls back).
@@ -516,8 +562,13 @@ pub(super) fn insert(
     if rows.is_empty() {
         return Err(recorded_meanwhile(request, moved));
     }
-    let coordinator = coordinator_id(conn);
-    let hash = gtid_hash(&request.gtid);
+    // Only 2PC's branches on other nodes have a gid.
+    let named = request.protocol == Protocol::TwoPhase && plan.iter().any(|b| b.node != LOCAL);
+    let (coordinator, hash) = if named {
+        (coordinator_id(conn), gtid_hash(&request.gtid))
+    } else {
+        (String::new(), String::new())
+    };
     for (i, b) in plan.iter().enumerate() {
         let no = i as i32 + 1;
         let gid = (request.protocol == Protocol::TwoPhase && b.node != LOCAL)
