@@ -542,25 +542,9 @@ pub(super) fn insert(
     request: &Request,
     plan: &[protocol::BranchPlan],
 ) -> WalletResult<()> {
-    let legs = &request.legs;
-    let nodes: Vec<Option<String>> = legs.iter().map(|l| Some(l.node.clone())).collect();
-    let accounts: Vec<Option<i64>> = legs.iter().map(|l| Some(l.account_id)).collect();
-    let amounts: Vec<Option<i64>> = legs.iter().map(|l| Some(l.amount)).collect();
-    let moved: i64 = legs.iter().filter(|l| l.amount > 0).map(|l| l.amount).sum();
-    let rows = conn.execute(
-        &LEDGER_INSERT,
-        &[
-            Some(text_datum(&request.gtid)),
-            request.protocol.as_str().into_datum(),
-            nodes.into_datum(),
-            accounts.into_datum(),
-            amounts.into_datum(),
-            moved.into_datum(),
-            request.timeout_micros.into_datum(),
-        ],
-    );
+    let rows = conn.execute(&LEDGER_INSERT, &record_args(request));
     if rows.is_empty() {
-        return Err(recorded_meanwhile(request, moved));
+        return Err(recorded_meanwhile(request));
     }
     // Only 2PC's branches on other nodes have a gid.
     let named = request.protocol == Protocol::TwoPhase && plan.iter().any(|b| b.node != LOCAL);
@@ -596,29 +580,45 @@ pub(super) fn insert(
 /// Records a new global transaction of this node alone (see `run_here`) as confirmed, before
 /// its posting; false when the gtid exists.
 pub(super) fn insert_here(conn: &Connection, request: &Request) -> bool {
+    let mut args = record_args(request);
+    args.push(first_account(request, true).into_datum());
+    !conn.execute(&LEDGER_INSERT_HERE, &args).is_empty()
+}
+
+/// The parameters $1-$7 of ledger_insert.sql and ledger_insert_here.sql: the gtid, the protocol,
+/// the legs (nodes, accounts, amounts), the amount that moves, the hold timeout.
+fn record_args(request: &Request) -> Vec<Option<Datum>> {
     let legs = &request.legs;
-    let nodes: Vec<Option<&str>> = legs.iter().map(|l| Some(l.node.as_str())).collect();
     let accounts: Vec<Option<i64>> = legs.iter().map(|l| Some(l.account_id)).collect();
     let amounts: Vec<Option<i64>> = legs.iter().map(|l| Some(l.amount)).collect();
-    let moved: i64 = legs.iter().filter(|l| l.amount > 0).map(|l| l.amount).sum();
-    let payer = legs
+    vec![
+        Some(text_datum(&request.gtid)),
+        request.protocol.as_str().into_datum(),
+        Some(texts(legs.iter().map(|l| Some(l.node.as_bytes())))),
+        accounts.into_datum(),
+        amounts.into_datum(),
+        moved(request).into_datum(),
+        request.timeout_micros.into_datum(),
+    ]
+}
+
+/// What a global transaction moves: the sum of its credits.
+fn moved(request: &Request) -> i64 {
+    request
+        .legs
         .iter()
-        .find(|l| l.amount < 0)
-        .map_or(0, |l| l.account_id);
-    let rows = conn.execute(
-        &LEDGER_INSERT_HERE,
-        &[
-            Some(text_datum(&request.gtid)),
-            request.protocol.as_str().into_datum(),
-            Some(texts(nodes.iter().map(|n| n.map(str::as_bytes)))),
-            accounts.into_datum(),
-            amounts.into_datum(),
-            moved.into_datum(),
-            request.timeout_micros.into_datum(),
-            payer.into_datum(),
-        ],
-    );
-    !rows.is_empty()
+        .filter(|l| l.amount > 0)
+        .map(|l| l.amount)
+        .sum()
+}
+
+/// The account of the first leg that pays (`out`) or receives; 0 if there is none.
+fn first_account(request: &Request, out: bool) -> i64 {
+    request
+        .legs
+        .iter()
+        .find(|l| (l.amount < 0) == out)
+        .map_or(0, |l| l.account_id)
 }
 
 /// Records that the posting of a global transaction of this node alone was refused.
@@ -635,18 +635,11 @@ pub(super) fn cancel_here(conn: &Connection, gtid: &[u8], refusal: &(String, Str
 
 /// A gtid recorded meanwhile (by a batch, which records without the gtid's claim): a 40001
 /// naming the legs' first accounts; the retry finds it.
-fn recorded_meanwhile(request: &Request, moved: i64) -> WalletError {
-    let first = |out: bool| {
-        request
-            .legs
-            .iter()
-            .find(|l| (l.amount < 0) == out)
-            .map_or(0, |l| l.account_id)
-    };
+fn recorded_meanwhile(request: &Request) -> WalletError {
     WalletError::ConcurrentChange {
-        debit_account_id: first(true),
-        credit_account_id: first(false),
-        amount: moved,
+        debit_account_id: first_account(request, true),
+        credit_account_id: first_account(request, false),
+        amount: moved(request),
     }
 }
 
