@@ -242,13 +242,50 @@ def rows(node, sql, params=None):
         return c.execute(sql, params).fetchall()
 
 
+def long_holders():
+    """What holds locks or prepared transactions for long on each cluster (printed when recovery
+    is slow: a lock held for a hold's whole timeout is what makes a decided confirm meet WA021)."""
+    for cluster in ("n1", "n3"):
+        for row in rows(cluster, """SELECT 'backend', a.datname, a.pid, a.state, now() - a.xact_start,
+                                          pg_catalog.pg_blocking_pids(a.pid), left(a.query, 120)
+                                     FROM pg_catalog.pg_stat_activity AS a
+                                    WHERE a.xact_start < now() - interval '5 seconds' AND a.pid <> pg_backend_pid()
+                                   UNION ALL
+                                   SELECT 'waits', w.datname, w.pid, w.wait_event_type || ':' || coalesce(w.wait_event, ''),
+                                          now() - w.query_start, pg_catalog.pg_blocking_pids(w.pid),
+                                          left(w.query, 60) || ' <- ' || coalesce((SELECT string_agg(b.pid || ' ' || coalesce(b.state, '-') || ' ' || coalesce(b.application_name, '') || ' xact ' || coalesce((now() - b.xact_start)::text, '-') || ' ' || left(b.query, 60), '; ')
+                                                      FROM pg_catalog.pg_stat_activity AS b WHERE b.pid = ANY (pg_catalog.pg_blocking_pids(w.pid))), '')
+                                     FROM pg_catalog.pg_stat_activity AS w
+                                    WHERE w.wait_event_type = 'Lock'
+                                   UNION ALL
+                                   SELECT 'prepared', p.database, NULL, p.gid, now() - p.prepared, NULL, NULL
+                                     FROM pg_catalog.pg_prepared_xacts AS p
+                                    WHERE p.prepared < now() - interval '5 seconds'"""):
+            print(f"  long on {NODES[cluster][0]}: {row}", flush=True)
+            if row[0] == "prepared":
+                for coordinator in COORDINATORS:
+                    for g in rows(coordinator, """SELECT g.gtid, g.protocol, g.phase, g.outcome, g.finished_at,
+                                                          g.batch, g.created_at, g.finished_by
+                                                     FROM wallet.branches AS b
+                                                     JOIN wallet.global_transactions AS g USING (gtid)
+                                                    WHERE b.gid = %s""", (row[3],)):
+                        print(f"    its global transaction on {coordinator}: {g}", flush=True)
+
+
 def recover():
     deadline = time.time() + 180
+    started = time.time()
+    slow = started + 20  # when to print what holds locks (every 20 s while it lasts)
     for coordinator in COORDINATORS:
         while True:
             finished, unfinished = one(coordinator, "CALL wallet.recover()")
             if unfinished == 0:
                 break
+            if slow and time.time() > slow:
+                slow = slow + 20 if slow < deadline - 100 else None
+                print(f"recovery slow: {unfinished} unfinished on {coordinator} after "
+                      f"{time.time() - started:.0f} s", flush=True)
+                long_holders()
             if time.time() > deadline:
                 stuck = rows(coordinator, """SELECT gtid, protocol, phase, outcome, error_sqlstate, error_message
                                                FROM wallet.global_transactions WHERE finished_at IS NULL LIMIT 5""")
