@@ -99,6 +99,35 @@ done
 [ "$status" = expired ] || die "worker on, yet the expired hold is $status"
 log "worker: off -> expired hold left pending; on -> released by the worker"
 
+# A prepared transaction that outlived its global transaction (a PREPARE that reached n2 after
+# its coordinator gave up on it) holds n2's system account row; a TC/C transfer decided to
+# confirm needs that row on n2. One CALL wallet.recover() must sweep the first before it drives
+# the second: driven first, the confirm would wait for the lock until it timed out, and a hold
+# could run out meanwhile (the CI failure of 2026-12-01). The worker is off, so that the call
+# below is the only recovery.
+psql_at mnA "$PORT_A" n1 -c "ALTER SYSTEM SET wallet.worker_enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+psql_at mnA "$PORT_A" n1 -v ON_ERROR_STOP=0 -c "SET wallet.fault = 'after_decide'" \
+    -c "CALL wallet.transfer_across('behind-orphan', 'local', 2, 'n2', 3, 7)" >/dev/null 2>&1 || true
+[ "$(psql_at mnA "$PORT_A" n1 -tA -c "SELECT phase || '/' || (finished_at IS NULL) FROM wallet.global_transactions WHERE gtid = 'behind-orphan'")" = confirm/true ] \
+    || die "behind-orphan did not stop after its decision to confirm"
+coordinator_id=$(psql_at mnA "$PORT_A" n1 -tA -c "SELECT id FROM wallet.coordinator_identity")
+psql_at mnA "$PORT_A" n2 -v ON_ERROR_STOP=1 >/dev/null <<SQL
+BEGIN;
+SELECT * FROM wallet.post_branch(ARRAY['orphan-posting'], ARRAY[2::bigint], ARRAY[NULL::bigint], ARRAY[5::bigint], ARRAY[false]);
+PREPARE TRANSACTION 'wallet:$coordinator_id:00000000000000000000000000000000:2';
+SQL
+read -r finished unfinished < <(psql_at mnA "$PORT_A" n1 -tA -F ' ' -c "CALL wallet.recover()")
+outcome=$(psql_at mnA "$PORT_A" n1 -tA -c "SELECT coalesce(outcome, '-') FROM wallet.global_transactions WHERE gtid = 'behind-orphan'")
+[ "$outcome" = confirmed ] && [ "$unfinished" = 0 ] \
+    || die "one recover() behind an orphan prepared transaction: behind-orphan $outcome, $finished finished, $unfinished unfinished"
+[ "$(psql_at mnA "$PORT_A" n2 -tA -c "SELECT count(*) FROM pg_prepared_xacts")" = 0 ] \
+    || die "recover() left the orphan prepared transaction on n2"
+[ "$(psql_at mnA "$PORT_A" n2 -tA -c "SELECT count(*) FROM wallet.events WHERE idempotency_key = 'orphan-posting'")" = 0 ] \
+    || die "the orphan's posting was committed"
+psql_at mnA "$PORT_A" n1 -c "ALTER SYSTEM SET wallet.worker_enabled = on" -c "SELECT pg_reload_conf()" >/dev/null
+log "recover(): an orphan prepared transaction holding n2's system account rolled back first, then the confirm behind it delivered, in one call"
+
 # The worker's upkeep in every database it serves: it sealed the log, refreshed the read side and
 # took snapshots on its schedule (the first at once; then every wallet.snapshot_interval).
 for target in "mnA $PORT_A n1" "mnA $PORT_A n2" "mnB $PORT_B n3"; do

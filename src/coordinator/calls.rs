@@ -470,8 +470,15 @@ pub(super) fn remote_commands(g: &Gtx, b: usize, kind: CallKind, coordinator: &s
         (Protocol::Tcc, CallKind::Try) => vec![call("wallet_tcc_try", TCC_TRY)],
         (Protocol::Tcc, CallKind::Confirm) => vec![call("wallet_tcc_confirm", TCC_CONFIRM)],
         (Protocol::Tcc, CallKind::Cancel) => vec![call("wallet_tcc_cancel", TCC_CANCEL)],
+        // The postings may take wallet.node_timeout / 2 at most, as one lock wait may: the
+        // PREPARE then comes (or does not) while the coordinator still listens, never after it
+        // gave up on the call and went on to roll back a gid the node did not have yet.
         (Protocol::TwoPhase, CallKind::Try) => vec![
             text("BEGIN".into()),
+            text(format!(
+                "SET LOCAL statement_timeout = {}",
+                nodes::participant_wait_ms()
+            )),
             Command {
                 name: Some("wallet_post_branch"),
                 sql: POST_BRANCH.to_string(),
@@ -698,11 +705,19 @@ fn read_merged(
         Ok(table) => table,
         // An ERROR of the node's own (not a lost connection, nor a timeout) stops a call as a
         // whole: one item's (a DBA's constraint, say) must not cost the others theirs, so
-        // each goes again alone.
+        // each goes again alone, for wallet.node_timeout at most. When the ERROR was a lock wait
+        // that timed out, every part touching the locked row (the node's system account: all of
+        // them) would wait as long again, one after the other; those the time does not reach
+        // are answered as lost, and go again in a later round.
         Err(e)
             if unit.parts.len() > 1 && !e.sqlstate.starts_with("08") && e.sqlstate != "WA025" =>
         {
+            let budget = std::time::Instant::now() + timeout;
             for (r, _) in &unit.parts {
+                if std::time::Instant::now() > budget {
+                    answers.push(answered(&r.wanted, lost(&e, node)));
+                    continue;
+                }
                 let sent = lease
                     .connection()
                     .send_pipeline_or_one(&single(r))
@@ -764,9 +779,9 @@ pub(super) fn read_answer(
 ) -> Result<BranchReply, CallError> {
     let conn = lease.connection();
     if remote.commands.len() > 1 {
-        // 2PC prepare: BEGIN, the postings, PREPARE TRANSACTION.
+        // 2PC prepare: BEGIN, its statement timeout, the postings, PREPARE TRANSACTION.
         let answers = conn.finish_pipeline(remote.commands.len(), timeout)?;
-        let result = match (&answers[1], &answers[2]) {
+        let result = match (&answers[2], &answers[3]) {
             (Ok(table), Ok(_)) => Ok(branch_answer(&replies(table))),
             (Err(e), _) | (Ok(_), Err(e)) => Err(e.clone()),
         };

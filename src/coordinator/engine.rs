@@ -1111,25 +1111,40 @@ fn sweep_prepared(owner: Oid) -> WalletResult<i64> {
     Ok(resolved)
 }
 
-/// Recovery: drives every unfinished global transaction no session is driving (at most
-/// `limit`), one at a time; returns how many finished and how many are still unfinished.
 /// Global transactions recovery drives together (their calls to a node go as one).
 const RECOVERY_GROUP: usize = 64;
 
 /// Recovery: drives every unfinished global transaction no session is driving (at most
 /// `limit`), in groups; returns how many finished and how many are still unfinished.
+///
+/// The prepared transactions no unfinished global transaction holds are resolved first (and
+/// again at the end): one that outlived its global transaction (a PREPARE that reached its node
+/// after the coordinator had given up on it, or after recovery rolled back a gid the node did not
+/// have yet) holds the row locks of its postings, the node's system account among them, and every
+/// call to that node would wait for them while the drives below run.
 pub fn recover(owner: Oid, limit: i32) -> WalletResult<(i64, i64)> {
-    let candidates: Vec<(Vec<u8>, Option<Vec<u8>>)> = step(owner, |conn| {
+    sweep_prepared(owner)?;
+    let candidates: Vec<(Vec<u8>, Option<Vec<u8>>, bool)> = step(owner, |conn| {
         let rows = conn.execute(&LEDGER_CANDIDATES, &[limit.into_datum()]);
         Ok((0..rows.len())
-            .filter_map(|r| rows.bytes(r, 1).map(|g| (g, rows.bytes(r, 2))))
+            .filter_map(|r| {
+                let two_phase = rows.get::<bool>(r, 3).unwrap_or(false);
+                rows.bytes(r, 1).map(|g| (g, rows.bytes(r, 2), two_phase))
+            })
             .collect())
     })?;
     let mut finished = 0;
-    for group in candidates.chunks(RECOVERY_GROUP) {
+    // 2PC's in groups of their own (they come first): their drive has no call of this node's to
+    // make, so its step cannot wait for a row that another coordinator's prepared transaction
+    // holds here, while that coordinator's recovery waits, on its node, for one of ours that
+    // this drive's ROLLBACK or COMMIT PREPARED would release.
+    let groups = candidates
+        .chunk_by(|a, b| a.2 == b.2)
+        .flat_map(|same| same.chunks(RECOVERY_GROUP));
+    for group in groups {
         let claimed: Vec<Vec<u8>> = step(owner, |_| {
             let mut claimed = Vec::new();
-            for (gtid, batch) in group {
+            for (gtid, batch, _) in group {
                 if claim_for_recovery(gtid, batch.as_deref())? {
                     claimed.push(gtid.clone());
                 }
@@ -1201,8 +1216,15 @@ fn recover_group(owner: Oid, claimed: &[Vec<u8>]) -> WalletResult<i64> {
     let result = match driven {
         Ok(state) => Ok(state.iter().flatten().map(|g| i64::from(g.finished)).sum()),
         Err(WalletError::Remote { .. }) if claimed.len() > 1 => {
+            // Each alone, for wallet.node_timeout at most: when the ERROR was a lock wait that
+            // timed out, every one of them touching the locked row would wait as long again,
+            // and recovery's next round (the prepared transactions swept first) must come soon.
+            let budget = std::time::Instant::now() + nodes::call_timeout();
             let mut finished = 0;
             for gtid in claimed {
+                if std::time::Instant::now() > budget {
+                    break;
+                }
                 finished += recover_one(owner, gtid)?;
             }
             Ok(finished)

@@ -47,6 +47,12 @@ pub fn call_timeout() -> Duration {
     Duration::from_millis(crate::settings::NODE_TIMEOUT.get().max(1) as u64)
 }
 
+/// How long a participant's call may wait, in milliseconds: half the coordinator's wait for its
+/// answer (a participant's lock_timeout, and the statement timeout of 2PC's postings).
+pub fn participant_wait_ms() -> i32 {
+    (crate::settings::NODE_TIMEOUT.get() / 2).max(1)
+}
+
 /// The options of a foreign server or user mapping (a List of DefElem with String values).
 ///
 /// # Safety
@@ -144,11 +150,14 @@ fn params(node: &str) -> Result<Vec<(String, String)>, CallError> {
         // up on lingers, waiting, on the node.
         // And the node resolves what the coordinator sends as the wallet does at home, whatever
         // the search_path of its database or of the mapped role (a client's -c wins over both).
+        // A participant whose coordinator went away (a crash) stops waiting within a second
+        // rather than at its lock timeout: a 2PC call that waited on would PREPARE with nobody
+        // to hear it (recovery's sweep rolls that back, but it holds its locks until then).
         params.push((
             "options".into(),
             format!(
-                "-c search_path=pg_catalog,pg_temp -c lock_timeout={}ms",
-                (crate::settings::NODE_TIMEOUT.get() / 2).max(1)
+                "-c search_path=pg_catalog,pg_temp -c lock_timeout={}ms -c client_connection_check_interval=1000ms",
+                participant_wait_ms()
             ),
         ));
         Ok(params)
