@@ -779,9 +779,13 @@ pub(super) fn read_answer(
 ) -> Result<BranchReply, CallError> {
     let conn = lease.connection();
     if remote.commands.len() > 1 {
-        // 2PC prepare: BEGIN, its statement timeout, the postings, PREPARE TRANSACTION.
+        // 2PC prepare (see `remote_commands`): what opens the transaction, then the postings
+        // and PREPARE TRANSACTION, the last two.
         let answers = conn.finish_pipeline(remote.commands.len(), timeout)?;
-        let result = match (&answers[2], &answers[3]) {
+        let [.., postings, prepared] = answers.as_slice() else {
+            unreachable!("a 2PC prepare sends more than one command")
+        };
+        let result = match (postings, prepared) {
             (Ok(table), Ok(_)) => Ok(branch_answer(&replies(table))),
             (Err(e), _) | (Ok(_), Err(e)) => Err(e.clone()),
         };
