@@ -414,6 +414,7 @@ entry_point!(
         let rows = [
             ("wallet.accounts", &catalog.accounts_path),
             ("wallet.events", &catalog.events_path),
+            ("wallet.global_transactions", &catalog.ledger.path),
         ];
         let fcinfo = args.fcinfo();
         // SAFETY: declared in api.sql as RETURNS TABLE (table_name text, write_path text, reason

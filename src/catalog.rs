@@ -118,6 +118,39 @@ const EVENT_COLUMNS: [(&CStr, Oid, bool); 15] = [
     (c"credit_prev", pg_sys::INT8OID, true),
 ];
 
+/// The columns of wallet.global_transactions that the row of a global transaction of this node
+/// alone writes (the column list of sql/queries/ledger_insert_here.sql), with their types; the
+/// wallet never writes NULL there. Their positions are `LedgerTable::columns`, in this order.
+pub const LEDGER_COLUMNS: [(&CStr, Oid); 15] = [
+    (c"gtid", pg_sys::TEXTOID),
+    (c"protocol", pg_sys::TEXTOID),
+    (c"phase", pg_sys::TEXTOID),
+    (c"outcome", pg_sys::TEXTOID),
+    (c"leg_nodes", pg_sys::TEXTARRAYOID),
+    (c"leg_account_ids", pg_sys::INT8ARRAYOID),
+    (c"leg_amounts", pg_sys::INT8ARRAYOID),
+    (c"amount", pg_sys::INT8OID),
+    (c"currency", pg_sys::TEXTOID),
+    (c"hold_timeout", pg_sys::INTERVALOID),
+    (c"created_at", pg_sys::TIMESTAMPTZOID),
+    (c"decide_by", pg_sys::TIMESTAMPTZOID),
+    (c"decided_at", pg_sys::TIMESTAMPTZOID),
+    (c"finished_at", pg_sys::TIMESTAMPTZOID),
+    (c"finished_by", pg_sys::TEXTOID),
+];
+
+/// wallet.global_transactions as the direct insert of a global transaction of this node alone
+/// (`ledger_row.rs`) needs it. Unlike the money tables, a shape the direct path cannot write is
+/// never refused here: the ledger's SQL statements then write the row, and Postgres judges them.
+#[derive(Debug, Clone)]
+pub struct LedgerTable {
+    /// The primary key on (gtid): the arbiter of a gtid recorded meanwhile.
+    pub pkey: Oid,
+    /// Positions (0-based) of `LEDGER_COLUMNS`, in its order.
+    pub columns: [usize; 15],
+    pub path: WritePath,
+}
+
 /// What this backend knows of the wallet's tables; dropped on any relcache invalidation of one of
 /// them (and on a change of session_replication_role, which decides which triggers fire).
 #[derive(Debug, Clone)]
@@ -135,6 +168,7 @@ pub struct Catalog {
     pub event_columns: EventColumns,
     pub accounts_path: WritePath,
     pub events_path: WritePath,
+    pub ledger: LedgerTable,
     replication_role: c_int,
 }
 
@@ -155,6 +189,8 @@ unsafe extern "C-unwind" fn forget_catalog(_arg: Datum, relid: Oid) {
                     c.events,
                     c.idempotency_index,
                     c.holds,
+                    c.global_transactions,
+                    c.ledger.pkey,
                 ]
                 .contains(&relid)
         });
@@ -422,6 +458,8 @@ impl Catalog {
             .collect::<WalletResult<_>>()?;
         let accounts_path = accounts_update_path(&accounts, &set, role);
         let events_path = events_insert_path(&events, role);
+        let global_transactions = relation(c"global_transactions")?;
+        let ledger = ledger_table(&Open::table(global_transactions), role);
         Ok(Catalog {
             accounts: accounts_oid,
             accounts_pkey,
@@ -429,12 +467,13 @@ impl Catalog {
             events_seq: relation(c"events_seq_seq")?,
             idempotency_index,
             holds: relation(c"holds")?,
-            global_transactions: relation(c"global_transactions")?,
+            global_transactions,
             branches: relation(c"branches")?,
             account_columns,
             event_columns,
             accounts_path,
             events_path,
+            ledger,
             replication_role: role,
         })
     }
@@ -541,6 +580,70 @@ fn events_insert_path(events: &Open, role: c_int) -> WritePath {
                 ));
             }
             _ => {}
+        }
+    }
+    WritePath::Direct
+}
+
+/// wallet.global_transactions as the direct insert finds it: the columns it writes, its primary
+/// key, and whether the insert may skip the executor (nothing an INSERT ... ON CONFLICT (gtid) DO
+/// NOTHING of those columns would do is then skipped).
+fn ledger_table(ledger: &Open, role: c_int) -> LedgerTable {
+    // SAFETY: rd_pkindex of an open relation (InvalidOid when it has no primary key).
+    let pkey = unsafe { pg_sys::RelationGetPrimaryKeyIndex(ledger.0) };
+    let mut columns = [0usize; 15];
+    for (i, (name, type_oid)) in LEDGER_COLUMNS.iter().enumerate() {
+        match ledger.column(name, *type_oid) {
+            Ok(position) => columns[i] = position,
+            Err(e) => {
+                return LedgerTable {
+                    pkey,
+                    columns,
+                    path: WritePath::Executor(e.to_string()),
+                }
+            }
+        }
+    }
+    let path = ledger_insert_path(ledger, pkey, columns[0], role);
+    LedgerTable {
+        pkey,
+        columns,
+        path,
+    }
+}
+
+fn ledger_insert_path(ledger: &Open, pkey: Oid, gtid: usize, role: c_int) -> WritePath {
+    let executor = |why: String| WritePath::Executor(format!("wallet.global_transactions: {why}"));
+    // SAFETY: rd_rules of an open relation.
+    if unsafe { !(*ledger.0).rd_rules.is_null() } {
+        return executor("it has rules".into());
+    }
+    if let Some(why) = ledger.statement_work() {
+        return executor(why);
+    }
+    if pkey == pg_sys::InvalidOid || Open::index_key(pkey) != [gtid as i16 + 1] {
+        return executor("no primary key on (gtid), the arbiter of a gtid recorded twice".into());
+    }
+    // SAFETY: rd_index of an open index.
+    let immediate =
+        unsafe { (*Open::table(pkey).0).rd_index.as_ref() }.is_some_and(|i| i.indimmediate);
+    if !immediate {
+        return executor("its primary key is deferrable".into());
+    }
+    for t in ledger.triggers() {
+        if t.tgtype as u32 & pg_sys::TRIGGER_TYPE_INSERT != 0 && fires(t, role) {
+            return executor(format!("trigger {} fires on INSERT", trigger_name(t)));
+        }
+    }
+    for a in ledger.attributes().iter().filter(|a| !a.attisdropped) {
+        // SAFETY: attname is a NUL-terminated NameData.
+        let name = unsafe { CStr::from_ptr(a.attname.data.as_ptr()) };
+        let written = LEDGER_COLUMNS.iter().any(|c| c.0 == name);
+        if !written && (a.atthasdef || a.attnotnull || a.attgenerated != 0) {
+            return executor(format!(
+                "column {} has a default or NOT NULL, and the ledger's insert does not write it",
+                name.to_string_lossy()
+            ));
         }
     }
     WritePath::Direct

@@ -196,6 +196,12 @@ fn lock_two(
 /// account rows are locked in ascending id order (so two transfers never deadlock each other),
 /// judged on their locked versions, updated, and the event appended.
 pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
+    transfer_in(conn, call).map(|(seq, _)| seq)
+}
+
+/// As [`transfer`]; beside the event's sequence number the currency it moved (None for the
+/// answer of a repeated key).
+pub fn transfer_in(conn: &Connection, call: &TransferCall) -> WalletResult<(i64, Option<Text>)> {
     let r = &call.request;
     let tables = Tables::open(c"a wallet transfer", Also::Nothing)?;
     if let Some((key, key_datum)) = call.idempotency_key {
@@ -204,7 +210,8 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
         locks::lock_for_transaction(LockClass::IdempotencyKey, key)?;
         let rows = conn.execute(&TRANSFER_PRIOR, &[Some(key_datum), call.metadata]);
         if !rows.is_empty() {
-            return transfer::replay_answer(key, r, &prior_transfer(&rows, 0, 1));
+            return transfer::replay_answer(key, r, &prior_transfer(&rows, 0, 1))
+                .map(|seq| (seq, None));
         }
     }
     let accounts = Accounts::open(&tables);
@@ -259,7 +266,7 @@ pub fn transfer(conn: &Connection, call: &TransferCall) -> WalletResult<i64> {
         // give the first answer (the error undoes the balances set above).
         return Err(r.concurrent_change());
     }
-    Ok(seq)
+    Ok((seq, Some(debit.state.currency.clone())))
 }
 
 /// The system account that deposits and withdrawals of this account settle against.

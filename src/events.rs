@@ -308,7 +308,7 @@ impl Drop for Direct {
 
 /// The indexes of one table, open for inserting entries as the executor does: unique checks,
 /// exclusion constraints, partial-index predicates and expressions included.
-struct IndexWriter {
+pub(crate) struct IndexWriter {
     estate: *mut pg_sys::EState,
     info: *mut pg_sys::ResultRelInfo,
     /// The one index whose conflicts are reported rather than raised (as ON CONFLICT's arbiter).
@@ -318,14 +318,28 @@ struct IndexWriter {
 impl IndexWriter {
     /// # Safety
     /// `rel` is open and locked for writing.
-    unsafe fn open(rel: pg_sys::Relation, arbiter: Option<pg_sys::Oid>) -> IndexWriter {
+    pub(crate) unsafe fn open(rel: pg_sys::Relation, arbiter: Option<pg_sys::Oid>) -> IndexWriter {
+        // SAFETY: as the caller promises.
+        unsafe { Self::open_for(rel, arbiter, false) }
+    }
+
+    /// As `open`; `speculative`: ready for [`IndexWriter::check`] too (the unique indexes'
+    /// operators looked up, as ON CONFLICT does).
+    ///
+    /// # Safety
+    /// `rel` is open and locked for writing.
+    pub(crate) unsafe fn open_for(
+        rel: pg_sys::Relation,
+        arbiter: Option<pg_sys::Oid>,
+        speculative: bool,
+    ) -> IndexWriter {
         // SAFETY: as the caller promises; everything is allocated in the current context.
         unsafe {
             let estate = pg_sys::CreateExecutorState();
             let info = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
                 as *mut pg_sys::ResultRelInfo;
             pg_sys::InitResultRelInfo(info, rel, 0, std::ptr::null_mut(), 0);
-            pg_sys::ExecOpenIndices(info, false);
+            pg_sys::ExecOpenIndices(info, speculative);
             let arbiters = match arbiter {
                 Some(oid) => pg_sys::lappend_oid(std::ptr::null_mut(), oid),
                 None => std::ptr::null_mut(),
@@ -345,7 +359,7 @@ impl IndexWriter {
     ///
     /// # Safety
     /// `slot` holds a tuple of this writer's table, stored at its tid.
-    unsafe fn insert(&self, slot: *mut pg_sys::TupleTableSlot, update: bool) -> bool {
+    pub(crate) unsafe fn insert(&self, slot: *mut pg_sys::TupleTableSlot, update: bool) -> bool {
         // SAFETY: as the caller promises.
         unsafe {
             let mut conflict = false;
@@ -367,9 +381,35 @@ impl IndexWriter {
         }
     }
 
+    /// Whether the arbiter index holds no entry with the key of the row in `slot`, as ON
+    /// CONFLICT's first look finds it: a row of a transaction still in progress is waited for
+    /// (its end decides), a committed one is there whatever the snapshot. Only the arbiter's key
+    /// columns of `slot` are read.
+    ///
+    /// # Safety
+    /// Opened with `speculative` and an arbiter; `slot` holds a tuple of this writer's table.
+    pub(crate) unsafe fn check(&self, slot: *mut pg_sys::TupleTableSlot) -> bool {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let mut conflict_tid: pg_sys::ItemPointerData = std::mem::zeroed();
+            let free = pg_sys::ExecCheckIndexConstraints(
+                self.info,
+                slot,
+                self.estate,
+                &mut conflict_tid,
+                self.arbiters,
+            );
+            let context = (*self.estate).es_per_tuple_exprcontext;
+            if !context.is_null() {
+                pg_sys::MemoryContextReset((*context).ecxt_per_tuple_memory);
+            }
+            free
+        }
+    }
+
     /// # Safety
     /// Called once, before the table is closed.
-    unsafe fn close(&self) {
+    pub(crate) unsafe fn close(&self) {
         // SAFETY: as the caller promises.
         unsafe {
             pg_sys::ExecCloseIndices(self.info);

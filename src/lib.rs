@@ -29,6 +29,7 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod holds;
+pub mod ledger_row;
 pub mod locks;
 pub mod settings;
 pub mod spi;

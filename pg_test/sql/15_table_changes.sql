@@ -56,6 +56,48 @@ SELECT what, sum(n) FROM public.audit GROUP BY what ORDER BY what;
 DROP TRIGGER rows_in ON wallet.events;
 DROP TRIGGER statements_in ON wallet.events;
 DROP TRIGGER rows_up ON wallet.accounts;
+-- The ledger of global transactions: a transfer between two accounts of this node writes its
+-- row directly (looked up, the transfer posted, then inserted), a repeat answers the first, and
+-- the row is the one its SQL would write.
+SELECT table_name, write_path FROM wallet.write_paths() WHERE table_name = 'wallet.global_transactions';
+CALL wallet.transfer_across('tc-direct', 'local', :sten, 'local', :tove, 7);
+CALL wallet.transfer_across('tc-direct', 'local', :sten, 'local', :tove, 7);
+CALL wallet.transfer_across('tc-direct', 'local', :sten, 'local', :tove, 8);
+\echo :LAST_ERROR_SQLSTATE
+SELECT protocol, phase, outcome, leg_nodes, leg_account_ids = ARRAY[:sten, :tove]::bigint[] AS legs, leg_amounts,
+       amount, currency, hold_timeout, decide_by = created_at + hold_timeout / 2 AS decide_by,
+       decided_at = created_at AND finished_at = created_at AS one_reading, finished_by,
+       error_sqlstate, batch
+  FROM wallet.global_transactions WHERE gtid = 'tc-direct';
+SELECT count(*) AS posted_once FROM wallet.events WHERE data->>'gtid' = 'tc-direct';
+-- Refused (insufficient funds): recorded as cancelled, nothing posted.
+CALL wallet.transfer_across('tc-poor', 'local', :tove, 'local', :sten, 999999999);
+SELECT outcome, currency, error_sqlstate FROM wallet.global_transactions WHERE gtid = 'tc-poor';
+-- A trigger on the ledger fires for that row as for an INSERT, on the executor path; a CHECK on
+-- the ledger ends the call with its 23514, and nothing is posted.
+CREATE TRIGGER ledger_in AFTER INSERT ON wallet.global_transactions FOR EACH ROW EXECUTE FUNCTION public.audit_row();
+SELECT table_name, write_path, reason FROM wallet.write_paths() WHERE table_name = 'wallet.global_transactions';
+CALL wallet.transfer_across('tc-trigger', 'local', :sten, 'local', :tove, 7);
+SELECT what, sum(n) FROM public.audit WHERE what LIKE 'global%' GROUP BY what;
+DROP TRIGGER ledger_in ON wallet.global_transactions;
+ALTER TABLE wallet.global_transactions ADD CONSTRAINT small CHECK (amount < 1000) NOT VALID;
+SELECT write_path, reason FROM wallet.write_paths() WHERE table_name = 'wallet.global_transactions';
+SELECT wallet.balance(:sten) AS sten_before \gset
+CALL wallet.transfer_across('tc-check', 'local', :sten, 'local', :tove, 5000);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS recorded, wallet.balance(:sten) = :sten_before AS nothing_posted
+  FROM wallet.global_transactions WHERE gtid = 'tc-check';
+ALTER TABLE wallet.global_transactions DROP CONSTRAINT small;
+-- A column with a default that the ledger's insert does not write: the executor path gives it.
+ALTER TABLE wallet.global_transactions ADD COLUMN region text NOT NULL DEFAULT 'eu';
+SELECT write_path, reason FROM wallet.write_paths() WHERE table_name = 'wallet.global_transactions';
+CALL wallet.transfer_across('tc-default', 'local', :sten, 'local', :tove, 7);
+SELECT region FROM wallet.global_transactions WHERE gtid = 'tc-default';
+ALTER TABLE wallet.global_transactions DROP COLUMN region;
+SELECT write_path FROM wallet.write_paths() WHERE table_name = 'wallet.global_transactions';
+-- Direct again, around the dropped column.
+CALL wallet.transfer_across('tc-dropped', 'local', :sten, 'local', :tove, 7);
+SELECT outcome, currency FROM wallet.global_transactions WHERE gtid = 'tc-dropped';
 -- A CHECK constraint: a transfer that breaks it fails with Postgres's own 23514, writing nothing.
 ALTER TABLE wallet.accounts ADD CONSTRAINT balance_cap CHECK (is_system OR balance <= 150000);
 SELECT * FROM wallet.write_paths();

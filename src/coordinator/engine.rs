@@ -32,6 +32,7 @@ use super::participant::PostItem;
 use super::steps::*;
 use crate::commands::{query, text_datum};
 use crate::error::WalletResult;
+use crate::ledger_row::LedgerRow;
 use crate::locks;
 use crate::spi::{Connection, Kept};
 
@@ -601,8 +602,10 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
                 return Ok(Some(Outcome::DrivenElsewhere));
             }
             holding.set(true);
-            if here_alone && insert_here(conn, request) {
-                return run_here(conn, request, &plan[0]).map(Some);
+            if here_alone {
+                if let Some(outcome) = run_here(conn, request, &plan[0])? {
+                    return Ok(Some(outcome));
+                }
             }
             match load(conn, &request.gtid)? {
                 Some(existing) => {
@@ -667,48 +670,86 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
 }
 
 /// A new global transaction whose every leg is on this node (`protocol::here_alone`), whatever
-/// its protocol, in the recording step itself, which `insert_here` began: its branch posted, and
-/// on a refusal recorded as cancelled, all in one commit. A Postgres ERROR rolls all of it back:
-/// nothing is recorded.
+/// its protocol, in the recording step itself: recorded as confirmed, its branch posted, and on a
+/// refusal recorded as cancelled, all in one commit. None: the gtid is recorded already (the
+/// caller goes the way of a repeat). A Postgres ERROR rolls all of it back: nothing is recorded.
 ///
 /// One posting (two legs) is a single transfer whose event carries `{"gtid": ...}` as its data,
 /// its link to the ledger; it needs no idempotency key, since the ledger row inserted in the same
 /// transaction already makes it happen once (and a key's look-up, lock and index entry cost a
-/// fifth of the call). More postings are posted as 2PC's and a saga's are: keyed transfers, one
-/// linked chain.
+/// fifth of the call). Its row is written directly (`ledger_row.rs`) when the table allows:
+/// the gtid looked up first, the transfer posted, then the row inserted with the currency it
+/// moved. More postings are posted as 2PC's and a saga's are: keyed transfers, one linked chain,
+/// after the row is recorded by SQL.
 fn run_here(
     conn: &Connection,
     request: &Request,
     branch: &protocol::BranchPlan,
-) -> WalletResult<Outcome> {
-    let refusal = match branch.postings.as_slice() {
+) -> WalletResult<Option<Outcome>> {
+    let single = match branch.postings.as_slice() {
         [protocol::Posting {
             debit_account_id: Some(debit_account_id),
             credit_account_id: Some(credit_account_id),
             amount,
-        }] => {
-            let call = crate::commands::TransferCall {
-                request: wallet_core::transfer::TransferRequest {
-                    debit_account_id: *debit_account_id,
-                    credit_account_id: *credit_account_id,
-                    amount: *amount,
-                },
-                idempotency_key: None,
-                metadata: pgrx::JsonB(serde_json::json!({
-                    "gtid": String::from_utf8_lossy(&request.gtid)
-                }))
-                .into_datum(),
-            };
-            match crate::commands::transfer(conn, &call) {
-                Ok(_) => None,
-                // Retryable, not a refusal: the step ends and nothing is recorded.
-                Err(e @ WalletError::ConcurrentChange { .. }) => return Err(e),
-                Err(e) => Some((e.sqlstate().to_string(), e.to_string())),
-            }
-        }
-        _ => post_chain(conn, &request.gtid, branch)?,
+        }] => Some(crate::commands::TransferCall {
+            request: wallet_core::transfer::TransferRequest {
+                debit_account_id: *debit_account_id,
+                credit_account_id: *credit_account_id,
+                amount: *amount,
+            },
+            idempotency_key: None,
+            metadata: pgrx::JsonB(serde_json::json!({
+                "gtid": String::from_utf8_lossy(&request.gtid)
+            }))
+            .into_datum(),
+        }),
+        _ => None,
     };
-    Ok(match refusal {
+    let Some(call) = single else {
+        if !insert_here(conn, request) {
+            return Ok(None);
+        }
+        return Ok(Some(here_outcome(
+            conn,
+            request,
+            post_chain(conn, &request.gtid, branch)?,
+        )));
+    };
+    let direct = match LedgerRow::open()? {
+        Some(row) if row.recorded(crate::commands::text_datum(&request.gtid)) => return Ok(None),
+        Some(row) => Some(row),
+        None if !insert_here(conn, request) => return Ok(None),
+        None => None,
+    };
+    let refusal = match crate::commands::transfer_in(conn, &call) {
+        Ok((_, currency)) => {
+            if let Some(row) = &direct {
+                let currency = currency.expect("an unkeyed transfer moved its currency");
+                if !row.insert(&here_row(request, currency.as_bytes())) {
+                    // Recorded meanwhile by a writer that takes no claim (a batch): the ERROR
+                    // takes back the transfer and this row; a retry answers as a repeat.
+                    return Err(call.request.concurrent_change());
+                }
+            }
+            None
+        }
+        // Retryable, not a refusal: the step ends and nothing is recorded.
+        Err(e @ WalletError::ConcurrentChange { .. }) => return Err(e),
+        Err(e) => Some((e.sqlstate().to_string(), e.to_string())),
+    };
+    if refusal.is_some() && direct.is_some() && !insert_here(conn, request) {
+        return Err(call.request.concurrent_change());
+    }
+    Ok(Some(here_outcome(conn, request, refusal)))
+}
+
+/// The outcome of `run_here`'s posting: confirmed, or on a refusal the cancel recorded.
+fn here_outcome(
+    conn: &Connection,
+    request: &Request,
+    refusal: Option<(String, String)>,
+) -> Outcome {
+    match refusal {
         None => Outcome::Confirmed,
         Some(refusal) => {
             cancel_here(conn, &request.gtid, &refusal);
@@ -719,7 +760,7 @@ fn run_here(
                 finished: true,
             }
         }
-    })
+    }
 }
 
 /// The postings of `run_here`'s branch as one linked chain of keyed transfers; its refusal, if

@@ -585,6 +585,43 @@ pub(super) fn insert_here(conn: &Connection, request: &Request) -> bool {
     !conn.execute(&LEDGER_INSERT_HERE, &args).is_empty()
 }
 
+/// The row of a global transaction of this node alone whose posting took effect, for the direct
+/// insert (`ledger_row.rs`), in the order of `catalog::LEDGER_COLUMNS`: what
+/// ledger_insert_here.sql writes, `currency` being the one the transfer moved.
+pub(super) fn here_row(request: &Request, currency: &[u8]) -> [Datum; 15] {
+    let legs = &request.legs;
+    let accounts: Vec<Option<i64>> = legs.iter().map(|l| Some(l.account_id)).collect();
+    let amounts: Vec<Option<i64>> = legs.iter().map(|l| Some(l.amount)).collect();
+    let micros = request.timeout_micros;
+    // SAFETY: clock_timestamp(), and an interval built in the current memory context.
+    let (now, timeout) = unsafe {
+        let interval =
+            pg_sys::palloc0(std::mem::size_of::<pg_sys::Interval>()) as *mut pg_sys::Interval;
+        (*interval).time = micros;
+        (pg_sys::GetCurrentTimestamp(), Datum::from(interval))
+    };
+    // decide_by = now + timeout / 2, as interval division rounds (to the nearest, ties to even).
+    let half = (micros as f64 / 2.0).round_ties_even() as i64;
+    let by = |d: Option<Datum>| d.expect("a datum");
+    [
+        text_datum(&request.gtid),
+        text_datum(request.protocol.as_str().as_bytes()),
+        text_datum(b"confirm"),
+        text_datum(b"confirmed"),
+        texts(legs.iter().map(|l| Some(l.node.as_bytes()))),
+        by(accounts.into_datum()),
+        by(amounts.into_datum()),
+        by(moved(request).into_datum()),
+        text_datum(currency),
+        timeout,
+        Datum::from(now),
+        Datum::from(now.saturating_add(half)),
+        Datum::from(now),
+        Datum::from(now),
+        text_datum(b"coordinator"),
+    ]
+}
+
 /// The parameters $1-$7 of ledger_insert.sql and ledger_insert_here.sql: the gtid, the protocol,
 /// the legs (nodes, accounts, amounts), the amount that moves, the hold timeout.
 fn record_args(request: &Request) -> Vec<Option<Datum>> {
