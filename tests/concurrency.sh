@@ -48,3 +48,9 @@ run holds -t 3000   # 20 ms holds expire while others act on them
 psql_at "$name" "$port" wallet_conc -f "$here/check_holds.sql"
 log "invariants"
 psql_at "$name" "$port" wallet_conc -f "$here/check.sql"
+# Global transactions of this node alone: single calls (whose ledger row is written directly,
+# looked up first) racing batches (which take no claim per item) on 300 shared gtids; a row
+# recorded between the look-up and the insert is a 40001, retried.
+psql_at "$name" "$port" wallet_conc -c "CREATE TABLE conc.here_base AS SELECT id, balance FROM wallet.accounts" >/dev/null
+run here -t 300
+psql_at "$name" "$port" wallet_conc -f "$here/check_here.sql"

@@ -134,3 +134,26 @@ BEGIN
     RETURN answer;
 END
 $$;
+
+-- Global transactions of this node alone (transfer_across with both accounts here), racing on
+-- 300 shared gtids, singly and in batches (which take no claim per item): key k always asks for
+-- the same transfer, small enough that funds never run out. check_here.sql compares the balances
+-- with the confirmed ledger rows.
+CREATE FUNCTION conc.here_a(k int) RETURNS bigint LANGUAGE sql STABLE AS
+    $$ SELECT id FROM conc.acct WHERE i = k % 200 + 1 $$;
+CREATE FUNCTION conc.here_b(k int) RETURNS bigint LANGUAGE sql STABLE AS
+    $$ SELECT id FROM conc.acct WHERE i = CASE WHEN (k * 7 + 3) % 200 = k % 200 THEN (k + 1) % 200 ELSE (k * 7 + 3) % 200 END + 1 $$;
+CREATE FUNCTION conc.here_amount(k int) RETURNS bigint LANGUAGE sql IMMUTABLE AS $$ SELECT (k % 5 + 1)::bigint $$;
+-- The 20 keys of a batch starting at key s.
+CREATE FUNCTION conc.here_keys(s int) RETURNS int[] LANGUAGE sql IMMUTABLE AS
+    $$ SELECT array_agg((s + 13 * j) % 300 + 1 ORDER BY j) FROM generate_series(0, 19) j $$;
+CREATE FUNCTION conc.here_gtids(s int) RETURNS text[] LANGUAGE sql IMMUTABLE AS
+    $$ SELECT array_agg('here-' || k ORDER BY o) FROM unnest(conc.here_keys(s)) WITH ORDINALITY AS u(k, o) $$;
+CREATE FUNCTION conc.here_from(s int) RETURNS bigint[] LANGUAGE sql STABLE AS
+    $$ SELECT array_agg(conc.here_a(k) ORDER BY o) FROM unnest(conc.here_keys(s)) WITH ORDINALITY AS u(k, o) $$;
+CREATE FUNCTION conc.here_to(s int) RETURNS bigint[] LANGUAGE sql STABLE AS
+    $$ SELECT array_agg(conc.here_b(k) ORDER BY o) FROM unnest(conc.here_keys(s)) WITH ORDINALITY AS u(k, o) $$;
+CREATE FUNCTION conc.here_amounts(s int) RETURNS bigint[] LANGUAGE sql IMMUTABLE AS
+    $$ SELECT array_agg(conc.here_amount(k) ORDER BY o) FROM unnest(conc.here_keys(s)) WITH ORDINALITY AS u(k, o) $$;
+CREATE FUNCTION conc.locals(n int) RETURNS text[] LANGUAGE sql IMMUTABLE AS
+    $$ SELECT array_fill('local'::text, ARRAY[n]) $$;
