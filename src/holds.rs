@@ -26,7 +26,6 @@ use crate::spi::{Connection, Kept, Rows};
 const I8: Oid = pg_sys::INT8OID;
 const I4: Oid = pg_sys::INT4OID;
 const TEXT: Oid = pg_sys::TEXTOID;
-const TIMESTAMPTZ: Oid = pg_sys::TIMESTAMPTZOID;
 
 query!(HOLD_LOOKUP, 16, "hold_lookup.sql", [TEXT, TEXT], true);
 query!(HOLD_EXPIRED, 17, "hold_expired.sql", [I4], true);
@@ -38,13 +37,6 @@ query!(
     false
 );
 query!(HOLD_FINISH, 21, "hold_finish.sql", [I8, TEXT, I8, I8], true);
-query!(
-    HOLD_EVENT_DATA,
-    22,
-    "hold_event_data.sql",
-    [I8, TEXT, TEXT, TIMESTAMPTZ, I8],
-    false
-);
 query!(
     HOLD_RECORD_CANCEL,
     23,
@@ -65,7 +57,6 @@ pub const KEPT: &[&Kept] = &[
     &HOLD_EXPIRED,
     &HOLD_INSERT,
     &HOLD_FINISH,
-    &HOLD_EVENT_DATA,
     &HOLD_RECORD_CANCEL,
     &SYSTEM_ACCOUNT_OF_HOLD,
 ];
@@ -152,9 +143,19 @@ pub struct TryCall<'a> {
     pub key_lock: KeyLock,
 }
 
+/// The system accounts one command looked up, by currency code and by an account of the
+/// currency: a participant call with many tries asks the same question for every item, and the
+/// answer cannot change (a currency keeps its system account, an account its currency).
+#[derive(Default)]
+struct Systems {
+    by_currency: HashMap<Vec<u8>, i64>,
+    by_account: HashMap<i64, i64>,
+}
+
 /// The system account standing in for a side left NULL.
 fn resolve_side(
     conn: &Connection,
+    systems: &mut Systems,
     side: Option<i64>,
     other: Option<i64>,
     currency: Option<&[u8]>,
@@ -163,7 +164,12 @@ fn resolve_side(
         return Ok(id);
     }
     if let Some(code) = currency {
-        return system_account_of_currency(conn, code);
+        if let Some(&id) = systems.by_currency.get(code) {
+            return Ok(id);
+        }
+        let id = system_account_of_currency(conn, code)?;
+        systems.by_currency.insert(code.to_vec(), id);
+        return Ok(id);
     }
     let other = other.ok_or_else(|| {
         WalletError::invalid_argument(
@@ -171,12 +177,18 @@ fn resolve_side(
             "the debit and credit accounts cannot both be NULL",
         )
     })?;
+    if let Some(&id) = systems.by_account.get(&other) {
+        return Ok(id);
+    }
     let rows = conn.execute(&SYSTEM_ACCOUNT_OF_HOLD, &[other.into_datum()]);
     if rows.is_empty() {
         return Err(WalletError::AccountNotFound { account_id: other });
     }
-    rows.get(0, 1)
-        .ok_or(WalletError::AccountNotFound { account_id: other })
+    let id = rows
+        .get(0, 1)
+        .ok_or(WalletError::AccountNotFound { account_id: other })?;
+    systems.by_account.insert(other, id);
+    Ok(id)
 }
 
 /// Locks the accounts of a hold (distinct) in ascending id order: (debit, credit).
@@ -208,25 +220,44 @@ fn lock_pair(
     })
 }
 
-/// The jsonb data of a hold event (see hold_event_data.sql), valid until the command ends.
-fn event_data(
-    conn: &Connection,
-    h: &HoldIds,
-    expires_at: Option<Datum>,
-    reserved: Option<i64>,
-) -> Datum {
-    let rows = conn.execute(
-        &HOLD_EVENT_DATA,
-        &[
-            h.hold_id.into_datum(),
-            Some(h.gtid),
-            Some(h.branch),
-            expires_at,
-            reserved.into_datum(),
-        ],
-    );
-    rows.copied_datum(0, 1)
-        .expect("jsonb_build_object is never NULL")
+/// The jsonb data of a hold event, valid until the command ends: `{"hold_id", "gtid", "branch"}`
+/// and `expires_at` (hold_placed) or `reserved` (hold_confirmed, hold_cancelled, hold_expired),
+/// exactly what `jsonb_build_object` makes of them (a timestamp as JSON encodes it, ISO 8601),
+/// built as text and read by `jsonb_in`: a statement per hold step cost more.
+fn event_data(h: &HoldIds, expires_at: Option<Datum>, reserved: Option<i64>) -> Datum {
+    // SAFETY: text datums of the hold's key, copied out as C strings; JSON text built in a
+    // StringInfo of the current memory context and parsed by jsonb_in, which allocates there too.
+    unsafe {
+        let buf = pg_sys::makeStringInfo();
+        let append = |text: &str| {
+            let c = std::ffi::CString::new(text).expect("no NUL in the JSON skeleton");
+            pg_sys::appendStringInfoString(buf, c.as_ptr());
+        };
+        append(&format!("{{\"hold_id\": {}, \"gtid\": ", h.hold_id));
+        pg_sys::escape_json(buf, pg_sys::text_to_cstring(h.gtid.cast_mut_ptr()));
+        append(", \"branch\": ");
+        pg_sys::escape_json(buf, pg_sys::text_to_cstring(h.branch.cast_mut_ptr()));
+        match (expires_at, reserved) {
+            (Some(at), _) => {
+                append(", \"expires_at\": ");
+                let encoded = pg_sys::JsonEncodeDateTime(
+                    std::ptr::null_mut(),
+                    at,
+                    pg_sys::TIMESTAMPTZOID,
+                    std::ptr::null(),
+                );
+                pg_sys::escape_json(buf, encoded);
+            }
+            (None, Some(amount)) => append(&format!(", \"reserved\": {amount}")),
+            (None, None) => append(", \"reserved\": null"),
+        }
+        append("}");
+        pgrx::fcinfo::direct_function_call_as_datum(
+            pg_sys::jsonb_in,
+            &[Some(Datum::from((*buf).data))],
+        )
+        .expect("jsonb_in never returns NULL")
+    }
 }
 
 /// What identifies a hold in its events: its id and key, as datums.
@@ -246,7 +277,11 @@ struct Placement {
 
 /// Looks the try's key up and judges it: a placement, or the answer of a repeat (the first hold
 /// id and its currency).
-fn placement(conn: &Connection, call: &TryCall) -> WalletResult<Result<Placement, (i64, Text)>> {
+fn placement(
+    conn: &Connection,
+    systems: &mut Systems,
+    call: &TryCall,
+) -> WalletResult<Result<Placement, (i64, Text)>> {
     let (stored, currency) = match lookup_hold_and_currency(conn, call.gtid, call.branch)? {
         Some((h, c)) => (Some(h), c),
         None => (None, None),
@@ -267,11 +302,18 @@ fn placement(conn: &Connection, call: &TryCall) -> WalletResult<Result<Placement
     }
     let debit = resolve_side(
         conn,
+        systems,
         call.debit_account_id,
         call.credit_account_id,
         call.currency,
     )?;
-    let credit = resolve_side(conn, call.credit_account_id, Some(debit), call.currency)?;
+    let credit = resolve_side(
+        conn,
+        systems,
+        call.credit_account_id,
+        Some(debit),
+        call.currency,
+    )?;
     let request =
         transfer::check_transfer_arguments(Some(debit), Some(credit), Some(call.amount), None)?;
     Ok(Ok(Placement {
@@ -307,16 +349,18 @@ fn place(
     if let Some(code) = call.currency {
         if debit.currency.as_bytes() != code {
             // Both accounts share a currency (checked above), just not the one asked for.
-            return Ok(Err(match resolve_side(conn, None, None, Some(code)) {
-                Ok(system) => WalletError::CurrencyMismatch {
-                    debit_account_id: debit.id,
-                    debit_currency: debit.currency.clone(),
-                    credit_account_id: system,
-                    credit_currency: Text::from(code),
-                    amount: call.amount,
+            return Ok(Err(
+                match resolve_side(conn, &mut Systems::default(), None, None, Some(code)) {
+                    Ok(system) => WalletError::CurrencyMismatch {
+                        debit_account_id: debit.id,
+                        debit_currency: debit.currency.clone(),
+                        credit_account_id: system,
+                        credit_currency: Text::from(code),
+                        amount: call.amount,
+                    },
+                    Err(e) => e,
                 },
-                Err(e) => e,
-            }));
+            ));
         }
     }
     if let Err(e) = transfer::check_reservation_bounds(debit, credit, call.amount) {
@@ -347,7 +391,7 @@ fn place(
         gtid,
         branch,
     };
-    let data = event_data(conn, &ids, expires_at, None);
+    let data = event_data(&ids, expires_at, None);
     ledger.apply(
         p.debit,
         p.credit,
@@ -366,7 +410,7 @@ fn place(
 pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> {
     let tables = Tables::open(c"a wallet hold", Also::Holds)?;
     lock_hold_key(call.gtid, call.branch, call.key_lock)?;
-    let p = match placement(conn, call)? {
+    let p = match placement(conn, &mut Systems::default(), call)? {
         Ok(p) => p,
         Err(repeat) => return Ok(repeat),
     };
@@ -396,8 +440,9 @@ pub fn try_many(
     let tables = Tables::open(c"a wallet hold", Also::Holds)?;
     let mut answers: Vec<Option<WalletResult<(i64, Text)>>> = calls.iter().map(|_| None).collect();
     let mut places: Vec<(usize, Placement)> = Vec::new();
+    let mut systems = Systems::default();
     for (k, call) in calls.iter().enumerate() {
-        match placement(conn, call) {
+        match placement(conn, &mut systems, call) {
             Ok(Ok(p)) => places.push((k, p)),
             Ok(Err(repeat)) => answers[k] = Some(Ok(repeat)),
             Err(e) => answers[k] = Some(Err(e)),
@@ -675,7 +720,7 @@ pub fn confirm_hold(
         gtid: text_datum(gtid),
         branch: text_datum(branch),
     };
-    let data = event_data(conn, &ids, None, Some(h.reserved));
+    let data = event_data(&ids, None, Some(h.reserved));
     let mut ledger = HoldLedger::open(&tables, &accounts, conn, [&d, &c], 1);
     let seq = ledger.apply(
         d.state.id,
@@ -810,7 +855,7 @@ pub fn confirm_many(
             gtid: text_datum(h.gtid.as_bytes()),
             branch: text_datum(h.branch.as_bytes()),
         };
-        let data = event_data(conn, &ids, None, Some(h.reserved));
+        let data = event_data(&ids, None, Some(h.reserved));
         let m = Move {
             event_type: MoneyEventType::HoldConfirmed,
             amount: *amount,
@@ -910,7 +955,7 @@ fn release(
             gtid: text_datum(h.gtid.as_bytes()),
             branch: text_datum(h.branch.as_bytes()),
         };
-        let data = event_data(conn, &ids, None, Some(h.reserved));
+        let data = event_data(&ids, None, Some(h.reserved));
         let m = Move {
             event_type,
             amount: 0,

@@ -24,6 +24,18 @@ SELECT wallet.try_hold('order-1', 'payment', :vera, :walt, 300) = :hold_1 AS sam
 SELECT wallet.try_hold('order-1', 'payment', :vera, :walt, 301);
 \echo :LAST_ERROR_SQLSTATE
 
+-- Each hold event carries the hold in its data: its id, key and the timeout (placed) or the
+-- amount reserved (confirmed, cancelled, expired), as jsonb_build_object would write them; a key
+-- with quotes, a backslash, a tab and non-ASCII text comes back as it went in.
+SELECT wallet.try_hold(E'q"uo\\te\tß€', E'br\\"', :vera, :walt, 7) AS hold_q \gset
+SELECT wallet.cancel_hold(E'q"uo\\te\tß€', E'br\\"') > 0 AS cancelled;
+SELECT e.event_type, e.data - 'expires_at' - 'hold_id' AS data,
+       e.data->'hold_id' = to_jsonb(:hold_q::bigint) AS hold_id,
+       e.data->'expires_at' IS NULL OR e.data->'expires_at' = to_jsonb(h.expires_at) AS expires_at,
+       e.data->>'gtid' = E'q"uo\\te\tß€' AS gtid_round_trip
+  FROM wallet.events e JOIN wallet.holds h ON h.hold_id = (e.data->>'hold_id')::bigint
+ WHERE h.hold_id = :hold_q ORDER BY e.seq;
+
 -- Partial confirm: 250 of the 300 posted, the other 50 released.
 SELECT wallet.confirm_hold('order-1', 'payment', 250) AS posting \gset
 SELECT * FROM wallet.account_balances(:vera);
