@@ -411,10 +411,11 @@ entry_point!(
     &[],
     |args| {
         let catalog = crate::catalog::current()?;
+        let ledger = crate::catalog::ledger(catalog.global_transactions);
         let rows = [
             ("wallet.accounts", &catalog.accounts_path),
             ("wallet.events", &catalog.events_path),
-            ("wallet.global_transactions", &catalog.ledger.path),
+            ("wallet.global_transactions", &ledger.path),
         ];
         let fcinfo = args.fcinfo();
         // SAFETY: declared in api.sql as RETURNS TABLE (table_name text, write_path text, reason

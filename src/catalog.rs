@@ -168,12 +168,15 @@ pub struct Catalog {
     pub event_columns: EventColumns,
     pub accounts_path: WritePath,
     pub events_path: WritePath,
-    pub ledger: LedgerTable,
     replication_role: c_int,
 }
 
 thread_local! {
     static CATALOG: RefCell<Option<Catalog>> = const { RefCell::new(None) };
+    /// wallet.global_transactions as `ledger` found it (with the replication role and the
+    /// table's oid), kept apart from the money tables' catalog: only the ledger's own writer
+    /// opens that table, so a DBA's lock on it never holds up a plain transfer.
+    static LEDGER: RefCell<Option<(c_int, Oid, LedgerTable)>> = const { RefCell::new(None) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -189,10 +192,17 @@ unsafe extern "C-unwind" fn forget_catalog(_arg: Datum, relid: Oid) {
                     c.events,
                     c.idempotency_index,
                     c.holds,
-                    c.global_transactions,
-                    c.ledger.pkey,
                 ]
                 .contains(&relid)
+        });
+        if known {
+            *cell = None;
+        }
+    });
+    LEDGER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let known = cell.as_ref().is_some_and(|(_, oid, l)| {
+            relid == pg_sys::InvalidOid || relid == *oid || relid == l.pkey
         });
         if known {
             *cell = None;
@@ -458,8 +468,6 @@ impl Catalog {
             .collect::<WalletResult<_>>()?;
         let accounts_path = accounts_update_path(&accounts, &set, role);
         let events_path = events_insert_path(&events, role);
-        let global_transactions = relation(c"global_transactions")?;
-        let ledger = ledger_table(&Open::table(global_transactions), role);
         Ok(Catalog {
             accounts: accounts_oid,
             accounts_pkey,
@@ -467,13 +475,12 @@ impl Catalog {
             events_seq: relation(c"events_seq_seq")?,
             idempotency_index,
             holds: relation(c"holds")?,
-            global_transactions,
+            global_transactions: relation(c"global_transactions")?,
             branches: relation(c"branches")?,
             account_columns,
             event_columns,
             accounts_path,
             events_path,
-            ledger,
             replication_role: role,
         })
     }
@@ -583,6 +590,26 @@ fn events_insert_path(events: &Open, role: c_int) -> WritePath {
         }
     }
     WritePath::Direct
+}
+
+/// wallet.global_transactions (its oid `oid`, from [`current`], which registers the invalidation
+/// callback) as the direct insert of `ledger_row.rs` finds it, resolved again after any relcache
+/// invalidation of the table or its primary key. The caller holds a lock on the table.
+pub fn ledger(oid: Oid) -> LedgerTable {
+    // SAFETY: a plain read of a backend global.
+    let role = unsafe { pg_sys::SessionReplicationRole };
+    let known = LEDGER.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(r, o, _)| *r == role && *o == oid)
+            .map(|(_, _, l)| l.clone())
+    });
+    if let Some(l) = known {
+        return l;
+    }
+    let table = ledger_table(&Open::table(oid), role);
+    LEDGER.with(|c| *c.borrow_mut() = Some((role, oid, table.clone())));
+    table
 }
 
 /// wallet.global_transactions as the direct insert finds it: the columns it writes, its primary

@@ -4,7 +4,7 @@
 //! an INSERT with an arbiter, bench/RESULTS.md section 11).
 //!
 //! It is exactly that statement only while wallet.global_transactions has the shape the
-//! extension gave it (`catalog::ledger_table` decides: no trigger firing on INSERT, no rule, no
+//! extension gave it (`catalog::ledger` decides, once per relcache invalidation: no trigger firing on INSERT, no rule, no
 //! CHECK, no default or NOT NULL on a column it does not write, the primary key on (gtid)
 //! immediate); otherwise [`LedgerRow::open`] answers None and the caller writes the row by SQL,
 //! which Postgres judges. As ON CONFLICT does, it looks for the gtid first
@@ -52,7 +52,11 @@ impl LedgerRow {
         };
         // Taking the lock processed what a concurrent ALTER left: decide on the catalog now.
         let now = catalog::current()?;
-        if now.global_transactions != before.global_transactions || !now.ledger.path.is_direct() {
+        if now.global_transactions != before.global_transactions {
+            return Ok(None);
+        }
+        let ledger = catalog::ledger(now.global_transactions);
+        if !ledger.path.is_direct() {
             return Ok(None);
         }
         // SAFETY: the table is locked above; its indexes are opened as the executor opens them
@@ -60,14 +64,14 @@ impl LedgerRow {
         unsafe {
             let rel =
                 pg_sys::table_open(now.global_transactions, pg_sys::NoLock as pg_sys::LOCKMODE);
-            let indexes = IndexWriter::open_for(rel, Some(now.ledger.pkey), true);
+            let indexes = IndexWriter::open_for(rel, Some(ledger.pkey), true);
             let desc = pg_sys::CreateTupleDescCopy((*rel).rd_att);
             let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
             Ok(Some(LedgerRow {
                 rel,
                 indexes,
                 slot,
-                columns: now.ledger.columns,
+                columns: ledger.columns,
             }))
         }
     }

@@ -54,3 +54,15 @@ psql_at "$name" "$port" wallet_conc -f "$here/check.sql"
 psql_at "$name" "$port" wallet_conc -c "CREATE TABLE conc.here_base AS SELECT id, balance FROM wallet.accounts" >/dev/null
 run here -t 300
 psql_at "$name" "$port" wallet_conc -f "$here/check_here.sql"
+# A DBA's lock on the ledger of global transactions holds up no plain transfer: only the ledger's
+# own writer opens that table, so a new session (whose catalog is resolved afresh) transfers
+# while another holds the table in ACCESS EXCLUSIVE mode.
+psql_at "$name" "$port" wallet_conc -c "BEGIN" -c "LOCK TABLE wallet.global_transactions IN ACCESS EXCLUSIVE MODE" \
+    -c "SELECT pg_sleep(6)" -c "COMMIT" >/dev/null &
+locker=$!
+sleep 2
+PGOPTIONS="-c lock_timeout=3s" psql_at "$name" "$port" wallet_conc -tA \
+    -c "SELECT wallet.transfer((SELECT id FROM conc.acct WHERE i = 1), (SELECT id FROM conc.acct WHERE i = 2), 1) > 0" \
+    | grep -qx t || die "a transfer waited for a lock on wallet.global_transactions"
+wait "$locker"
+log "a lock on wallet.global_transactions held up no transfer"
