@@ -4,9 +4,9 @@
 //! an INSERT with an arbiter, bench/RESULTS.md section 11).
 //!
 //! It is exactly that statement only while wallet.global_transactions has the shape the
-//! extension gave it (`catalog::ledger` decides, once per relcache invalidation: no trigger firing on INSERT, no rule, no
-//! CHECK, no default or NOT NULL on a column it does not write, the primary key on (gtid)
-//! immediate); otherwise [`LedgerRow::open`] answers None and the caller writes the row by SQL,
+//! extension gave it (`catalog::ledger` decides, once per relcache invalidation: no trigger
+//! firing on INSERT, no rule, no CHECK, no default or NOT NULL on a column it does not write, the
+//! primary key on (gtid) immediate); otherwise [`LedgerRow::open`] answers None and the caller writes the row by SQL,
 //! which Postgres judges. As ON CONFLICT does, it looks for the gtid first
 //! ([`LedgerRow::recorded`]: a writer still in progress is waited for), and inserts the index
 //! entries with the primary key as the arbiter ([`LedgerRow::insert`]: a gtid recorded in between

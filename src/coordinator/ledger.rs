@@ -589,9 +589,12 @@ pub(super) fn insert_here(conn: &Connection, request: &Request) -> bool {
 /// insert (`ledger_row.rs`), in the order of `catalog::LEDGER_COLUMNS`: what
 /// ledger_insert_here.sql writes, `currency` being the one the transfer moved.
 pub(super) fn here_row(request: &Request, currency: &[u8]) -> [Datum; 15] {
-    let legs = &request.legs;
-    let accounts: Vec<Option<i64>> = legs.iter().map(|l| Some(l.account_id)).collect();
-    let amounts: Vec<Option<i64>> = legs.iter().map(|l| Some(l.amount)).collect();
+    // The values both statements take: the gtid, the protocol, the legs, the amount moved.
+    let args = record_args(request);
+    let [gtid, protocol, nodes, accounts, amounts, moved, _] = args.as_slice() else {
+        unreachable!("record_args gives seven parameters")
+    };
+    let by = |d: &Option<Datum>| d.expect("a datum");
     let micros = request.timeout_micros;
     // SAFETY: clock_timestamp(), and an interval built in the current memory context.
     let (now, timeout) = unsafe {
@@ -602,16 +605,15 @@ pub(super) fn here_row(request: &Request, currency: &[u8]) -> [Datum; 15] {
     };
     // decide_by = now + timeout / 2, as interval division rounds (to the nearest, ties to even).
     let half = (micros as f64 / 2.0).round_ties_even() as i64;
-    let by = |d: Option<Datum>| d.expect("a datum");
     [
-        text_datum(&request.gtid),
-        text_datum(request.protocol.as_str().as_bytes()),
+        by(gtid),
+        by(protocol),
         text_datum(b"confirm"),
         text_datum(b"confirmed"),
-        texts(legs.iter().map(|l| Some(l.node.as_bytes()))),
-        by(accounts.into_datum()),
-        by(amounts.into_datum()),
-        by(moved(request).into_datum()),
+        by(nodes),
+        by(accounts),
+        by(amounts),
+        by(moved),
         text_datum(currency),
         timeout,
         Datum::from(now),
