@@ -72,6 +72,13 @@ query!(
 query!(CREATE_CURRENCY, 6, "create_currency.sql", [TEXT, I4], false);
 query!(SYSTEM_ACCOUNT_OF, 7, "system_account_of.sql", [I8], false);
 query!(
+    ACCOUNT_SETTLEMENT,
+    29,
+    "account_settlement.sql",
+    [pg_sys::INT8ARRAYOID],
+    false
+);
+query!(
     SYSTEM_ACCOUNT_OF_CURRENCY,
     19,
     "system_account_of_currency.sql",
@@ -89,6 +96,7 @@ pub const KEPT: &[&Kept] = &[
     &CREATE_CURRENCY,
     &SYSTEM_ACCOUNT_OF,
     &SYSTEM_ACCOUNT_OF_CURRENCY,
+    &ACCOUNT_SETTLEMENT,
 ];
 
 /// A text datum made from caller bytes (valid in the database encoding, as they came).
@@ -556,6 +564,24 @@ impl LockedBatch<'_, '_> {
         }
         Ok(seqs)
     }
+}
+
+/// The accounts' currencies and their currencies' system accounts, in one statement.
+pub(crate) fn settlements(conn: &Connection, account_ids: &[i64]) -> HashMap<i64, (Text, i64)> {
+    let ids: Vec<Option<i64>> = account_ids.iter().copied().map(Some).collect();
+    let rows = conn.execute(&ACCOUNT_SETTLEMENT, &[ids.into_datum()]);
+    (0..rows.len())
+        .filter_map(|r| {
+            match (
+                rows.get::<i64>(r, 1),
+                rows.bytes(r, 2),
+                rows.get::<i64>(r, 3),
+            ) {
+                (Some(id), Some(currency), Some(system)) => Some((id, (Text(currency), system))),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// A text[] datum of `items` (text datums).

@@ -17,7 +17,9 @@ use wallet_core::transfer;
 
 use crate::accounts::{Accounts, LockedAccount};
 use crate::catalog::{Also, Tables};
-use crate::commands::{query, system_account_of_currency, text_datum};
+use crate::commands::{
+    query, settlements, system_account_of_currency, text_array_datum, text_datum,
+};
 use crate::error::{WalletError, WalletResult};
 use crate::events::{self, EventWriter, MoneyEvent};
 use crate::locks;
@@ -26,6 +28,9 @@ use crate::spi::{Connection, Kept, Rows};
 const I8: Oid = pg_sys::INT8OID;
 const I4: Oid = pg_sys::INT4OID;
 const TEXT: Oid = pg_sys::TEXTOID;
+const TIMESTAMPTZ: Oid = pg_sys::TIMESTAMPTZOID;
+const I8_ARRAY: Oid = pg_sys::INT8ARRAYOID;
+const TEXT_ARRAY: Oid = pg_sys::TEXTARRAYOID;
 
 query!(HOLD_LOOKUP, 16, "hold_lookup.sql", [TEXT, TEXT], true);
 query!(HOLD_EXPIRED, 17, "hold_expired.sql", [I4], true);
@@ -45,6 +50,40 @@ query!(
     false
 );
 query!(
+    HOLD_LOOKUP_MANY,
+    53,
+    "hold_lookup_many.sql",
+    [TEXT_ARRAY, TEXT_ARRAY],
+    true,
+    true
+);
+query!(HOLD_IDS, 54, "hold_ids.sql", [I4], false);
+query!(
+    HOLD_INSERT_MANY,
+    55,
+    "hold_insert_many.sql",
+    [
+        I8_ARRAY,
+        TEXT_ARRAY,
+        TEXT_ARRAY,
+        I8_ARRAY,
+        I8_ARRAY,
+        TEXT_ARRAY,
+        I8_ARRAY,
+        TIMESTAMPTZ,
+        I8_ARRAY
+    ],
+    true
+);
+query!(
+    HOLD_FINISH_MANY,
+    56,
+    "hold_finish_many.sql",
+    [I8_ARRAY, TEXT_ARRAY, I8_ARRAY, I8_ARRAY],
+    true,
+    true
+);
+query!(
     SYSTEM_ACCOUNT_OF_HOLD,
     8,
     "system_account_of.sql",
@@ -58,6 +97,10 @@ pub const KEPT: &[&Kept] = &[
     &HOLD_INSERT,
     &HOLD_FINISH,
     &HOLD_RECORD_CANCEL,
+    &HOLD_LOOKUP_MANY,
+    &HOLD_IDS,
+    &HOLD_INSERT_MANY,
+    &HOLD_FINISH_MANY,
     &SYSTEM_ACCOUNT_OF_HOLD,
 ];
 
@@ -128,6 +171,33 @@ fn lookup_hold_and_currency(
         return Ok(None);
     }
     Ok(Some((hold_row(&rows, 0)?, rows.bytes(0, 9).map(Text))))
+}
+
+/// A hold found under its key, with its currency (None for an empty cancel).
+type Stored = Option<(Hold, Option<Text>)>;
+
+/// The holds stored under `keys` (distinct), locked, in one statement: beside each key its hold
+/// and currency, as [`lookup_hold_and_currency`] finds them one by one.
+fn lookup_many(conn: &Connection, keys: &[(&[u8], &[u8])]) -> WalletResult<Vec<Stored>> {
+    let gtids: Vec<Datum> = keys.iter().map(|k| text_datum(k.0)).collect();
+    let branches: Vec<Datum> = keys.iter().map(|k| text_datum(k.1)).collect();
+    let rows = conn.execute(
+        &HOLD_LOOKUP_MANY,
+        &[
+            Some(text_array_datum(&gtids)),
+            Some(text_array_datum(&branches)),
+        ],
+    );
+    let mut found: Vec<Stored> = keys.iter().map(|_| None).collect();
+    for r in 0..rows.len() {
+        let i: i64 = rows.get(r, 12).unwrap_or_default();
+        let slot = usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| found.get_mut(i))
+            .expect("hold_lookup_many.sql answers a key's place");
+        *slot = Some((hold_row(&rows, r)?, rows.bytes(r, 9).map(Text)));
+    }
+    Ok(found)
 }
 
 /// A try after `hold::check_hold_key` and `transfer::check_amount` passed.
@@ -275,14 +345,15 @@ struct Placement {
     request: transfer::TransferRequest,
 }
 
-/// Looks the try's key up and judges it: a placement, or the answer of a repeat (the first hold
-/// id and its currency).
+/// Judges a try against the hold stored under its key (`stored`, looked up and locked): a
+/// placement, or the answer of a repeat (the first hold id and its currency).
 fn placement(
     conn: &Connection,
     systems: &mut Systems,
     call: &TryCall,
+    stored: Stored,
 ) -> WalletResult<Result<Placement, (i64, Text)>> {
-    let (stored, currency) = match lookup_hold_and_currency(conn, call.gtid, call.branch)? {
+    let (stored, currency) = match stored {
         Some((h, c)) => (Some(h), c),
         None => (None, None),
     };
@@ -323,33 +394,27 @@ fn placement(
     }))
 }
 
-/// Places the hold on accounts the ledger holds locked (None: no such account), judged against
-/// them as the ledger's earlier moves left them. The inner error refuses this try alone, having
-/// written nothing; the outer one the whole command.
-fn place(
+/// Judges a placement against the accounts the ledger holds locked (None: no such account), as
+/// the ledger's earlier moves left them: the currency of the hold, or the refusal of this try
+/// alone (nothing written).
+fn judge_place(
     conn: &Connection,
-    ledger: &mut HoldLedger,
+    ledger: &HoldLedger,
     found: &HashMap<i64, &LockedAccount>,
     call: &TryCall,
     p: &Placement,
-) -> WalletResult<WalletResult<(i64, Text)>> {
-    let (d, c) = (found.get(&p.debit).copied(), found.get(&p.credit).copied());
-    let judged = transfer::check_transfer_against(
+) -> WalletResult<Text> {
+    let (d, c) = (found.get(&p.debit), found.get(&p.credit));
+    transfer::check_transfer_against(
         &p.request,
         d.map(|_| ledger.state(p.debit)),
         c.map(|_| ledger.state(p.credit)),
-    );
-    if let Err(e) = judged {
-        return Ok(Err(e));
-    }
-    let (Some(d), Some(_)) = (d, c) else {
-        unreachable!("check_transfer_against refuses a missing account")
-    };
+    )?;
     let (debit, credit) = (ledger.state(p.debit), ledger.state(p.credit));
     if let Some(code) = call.currency {
         if debit.currency.as_bytes() != code {
             // Both accounts share a currency (checked above), just not the one asked for.
-            return Ok(Err(
+            return Err(
                 match resolve_side(conn, &mut Systems::default(), None, None, Some(code)) {
                     Ok(system) => WalletError::CurrencyMismatch {
                         debit_account_id: debit.id,
@@ -360,36 +425,26 @@ fn place(
                     },
                     Err(e) => e,
                 },
-            ));
+            );
         }
     }
-    if let Err(e) = transfer::check_reservation_bounds(debit, credit, call.amount) {
-        return Ok(Err(e));
-    }
-    let currency = debit.currency.clone();
-    let (gtid, branch) = (text_datum(call.gtid), text_datum(call.branch));
-    let rows = conn.execute(
-        &HOLD_INSERT,
-        &[
-            Some(gtid),
-            Some(branch),
-            p.debit.into_datum(),
-            p.credit.into_datum(),
-            call.amount.into_datum(),
-            Some(d.currency),
-            call.timeout_micros.into_datum(),
-        ],
-    );
-    if rows.is_empty() {
-        return Ok(Err(p.request.concurrent_change()));
-    }
-    let hold_id: i64 = rows.get(0, 1).unwrap_or_default();
-    // A timestamptz, passed by value.
-    let expires_at = rows.get::<i64>(0, 2).map(Datum::from);
+    transfer::check_reservation_bounds(debit, credit, call.amount)?;
+    Ok(debit.currency.clone())
+}
+
+/// The hold_placed move of hold `hold_id` (its row written or about to be), pending until
+/// `expires_at` (a timestamptz).
+fn place_move(
+    ledger: &mut HoldLedger,
+    call: &TryCall,
+    p: &Placement,
+    hold_id: i64,
+    expires_at: Option<Datum>,
+) -> WalletResult<()> {
     let ids = HoldIds {
         hold_id,
-        gtid,
-        branch,
+        gtid: text_datum(call.gtid),
+        branch: text_datum(call.branch),
     };
     let data = event_data(&ids, expires_at, None);
     ledger.apply(
@@ -402,6 +457,41 @@ fn place(
             data,
         },
     )?;
+    Ok(())
+}
+
+/// Places one hold (judged by [`judge_place`]), its row written by its own statement. The inner
+/// error refuses this try alone, having written nothing; the outer one the whole command.
+fn place(
+    conn: &Connection,
+    ledger: &mut HoldLedger,
+    found: &HashMap<i64, &LockedAccount>,
+    call: &TryCall,
+    p: &Placement,
+) -> WalletResult<WalletResult<(i64, Text)>> {
+    let currency = match judge_place(conn, ledger, found, call, p) {
+        Ok(currency) => currency,
+        Err(e) => return Ok(Err(e)),
+    };
+    let rows = conn.execute(
+        &HOLD_INSERT,
+        &[
+            Some(text_datum(call.gtid)),
+            Some(text_datum(call.branch)),
+            p.debit.into_datum(),
+            p.credit.into_datum(),
+            call.amount.into_datum(),
+            Some(found[&p.debit].currency),
+            call.timeout_micros.into_datum(),
+        ],
+    );
+    if rows.is_empty() {
+        return Ok(Err(p.request.concurrent_change()));
+    }
+    let hold_id: i64 = rows.get(0, 1).unwrap_or_default();
+    // A timestamptz, passed by value.
+    let expires_at = rows.get::<i64>(0, 2).map(Datum::from);
+    place_move(ledger, call, p, hold_id, expires_at)?;
     Ok(Ok((hold_id, currency)))
 }
 
@@ -410,7 +500,8 @@ fn place(
 pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> {
     let tables = Tables::open(c"a wallet hold", Also::Holds)?;
     lock_hold_key(call.gtid, call.branch, call.key_lock)?;
-    let p = match placement(conn, &mut Systems::default(), call)? {
+    let stored = lookup_hold_and_currency(conn, call.gtid, call.branch)?;
+    let p = match placement(conn, &mut Systems::default(), call, stored)? {
         Ok(p) => p,
         Err(repeat) => return Ok(repeat),
     };
@@ -427,12 +518,106 @@ pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> 
     Ok(placed)
 }
 
+/// The rows of the holds a command with many tries places, written by one statement
+/// (hold_insert_many.sql) once every try is judged.
+#[derive(Default)]
+struct NewHolds {
+    ids: Vec<Option<i64>>,
+    gtids: Vec<Datum>,
+    branches: Vec<Datum>,
+    debits: Vec<Option<i64>>,
+    credits: Vec<Option<i64>>,
+    currencies: Vec<Datum>,
+    amounts: Vec<Option<i64>>,
+    timeouts: Vec<Option<i64>>,
+    requests: Vec<transfer::TransferRequest>,
+}
+
+impl NewHolds {
+    fn push(&mut self, hold_id: i64, call: &TryCall, p: &Placement, currency: &Text) {
+        self.ids.push(Some(hold_id));
+        self.gtids.push(text_datum(call.gtid));
+        self.branches.push(text_datum(call.branch));
+        self.debits.push(Some(p.debit));
+        self.credits.push(Some(p.credit));
+        self.currencies.push(text_datum(currency.as_bytes()));
+        self.amounts.push(Some(call.amount));
+        self.timeouts.push(Some(call.timeout_micros));
+        self.requests.push(p.request.clone());
+    }
+
+    /// Writes the rows, all created at `created` (a timestamptz); every one must be written.
+    fn insert(self, conn: &Connection, created: i64) -> WalletResult<()> {
+        let n = self.ids.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let ids: Vec<i64> = self.ids.iter().flatten().copied().collect();
+        let rows = conn.execute(
+            &HOLD_INSERT_MANY,
+            &[
+                self.ids.into_datum(),
+                Some(text_array_datum(&self.gtids)),
+                Some(text_array_datum(&self.branches)),
+                self.debits.into_datum(),
+                self.credits.into_datum(),
+                Some(text_array_datum(&self.currencies)),
+                self.amounts.into_datum(),
+                Some(Datum::from(created)),
+                self.timeouts.into_datum(),
+            ],
+        );
+        if rows.len() != n {
+            // A racing call took a key after the look-up (hold_insert.sql): the moves of this
+            // command are in its events already, so it fails as a whole and writes nothing.
+            let written: std::collections::HashSet<i64> =
+                (0..rows.len()).filter_map(|r| rows.get(r, 1)).collect();
+            let k = ids.iter().position(|id| !written.contains(id)).unwrap_or(0);
+            return Err(self.requests[k].concurrent_change());
+        }
+        Ok(())
+    }
+}
+
+/// New hold ids from the holds' sequence, `n` of them in one statement.
+fn new_hold_ids(conn: &Connection, n: usize) -> Vec<i64> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let count = i32::try_from(n).expect("a participant call's items fit an int4");
+    let rows = conn.execute(&HOLD_IDS, &[count.into_datum()]);
+    (0..rows.len())
+        .map(|r| rows.get(r, 1).expect("nextval returns a value"))
+        .collect()
+}
+
+/// The system accounts of the accounts of tries with a side left NULL and no currency named,
+/// looked up in one statement (an account missing from the answer is looked up again, alone, by
+/// [`resolve_side`], which reports it).
+fn prefetched_systems(conn: &Connection, calls: &[TryCall]) -> Systems {
+    let others: Vec<i64> = calls
+        .iter()
+        .filter(|c| c.currency.is_none())
+        .filter(|c| c.debit_account_id.is_none() || c.credit_account_id.is_none())
+        .filter_map(|c| c.debit_account_id.or(c.credit_account_id))
+        .collect();
+    let mut systems = Systems::default();
+    if !others.is_empty() {
+        for (id, (_, system)) in settlements(conn, &others) {
+            systems.by_account.insert(id, system);
+        }
+    }
+    systems
+}
+
 /// Places many holds in one command (a participant call with many items, whose keys are
-/// distinct): every account of every try is locked once, in ascending id order, before any hold
-/// is placed; the tries are judged in input order against the accounts as the earlier ones left
-/// them, and each account row is written once, at the end. Before, each try locked and wrote its
-/// accounts itself: the node's system account, on one side of every try, got a new row version
-/// per try, and each later try walked all of them (bench/RESULTS.md section 10).
+/// distinct): every key is looked up at once, every account of every try locked once, in
+/// ascending id order, before any hold is placed; the tries are judged in input order against
+/// the accounts as the earlier ones left them, each account row is written once, at the end,
+/// and the new holds' rows by one statement. Before, each try locked and wrote its accounts
+/// itself: the node's system account, on one side of every try, got a new row version per try,
+/// and each later try walked all of them (bench/RESULTS.md section 9); and each try's look-up
+/// and row were a statement of their own (section 13).
 pub fn try_many(
     conn: &Connection,
     calls: &[TryCall],
@@ -440,9 +625,11 @@ pub fn try_many(
     let tables = Tables::open(c"a wallet hold", Also::Holds)?;
     let mut answers: Vec<Option<WalletResult<(i64, Text)>>> = calls.iter().map(|_| None).collect();
     let mut places: Vec<(usize, Placement)> = Vec::new();
-    let mut systems = Systems::default();
-    for (k, call) in calls.iter().enumerate() {
-        match placement(conn, &mut systems, call) {
+    let keys: Vec<(&[u8], &[u8])> = calls.iter().map(|c| (c.gtid, c.branch)).collect();
+    let stored = lookup_many(conn, &keys)?;
+    let mut systems = prefetched_systems(conn, calls);
+    for ((k, call), stored) in calls.iter().enumerate().zip(stored) {
+        match placement(conn, &mut systems, call, stored) {
             Ok(Ok(p)) => places.push((k, p)),
             Ok(Err(repeat)) => answers[k] = Some(Ok(repeat)),
             Err(e) => answers[k] = Some(Err(e)),
@@ -462,9 +649,27 @@ pub fn try_many(
         found.values().copied(),
         places.len(),
     );
-    for (k, p) in &places {
-        answers[*k] = Some(place(conn, &mut ledger, &found, &calls[*k], p)?);
+    let hold_ids = new_hold_ids(conn, places.len());
+    // One reading of the clock for the command: each hold's expires_at is it plus its timeout,
+    // as hold_insert_many.sql computes it for the row.
+    // SAFETY: reads the clock.
+    let created = unsafe { pg_sys::GetCurrentTimestamp() };
+    let mut rows = NewHolds::default();
+    for ((k, p), hold_id) in places.iter().zip(hold_ids) {
+        let call = &calls[*k];
+        answers[*k] = Some(match judge_place(conn, &ledger, &found, call, p) {
+            Err(e) => Err(e),
+            Ok(currency) => {
+                let expires_at = created.checked_add(call.timeout_micros).ok_or_else(|| {
+                    WalletError::invalid_argument("timeout", "ends past the last timestamp")
+                })?;
+                place_move(&mut ledger, call, p, hold_id, Some(Datum::from(expires_at)))?;
+                rows.push(hold_id, call, p, &currency);
+                Ok((hold_id, currency))
+            }
+        });
     }
+    rows.insert(conn, created)?;
     ledger.finish();
     Ok(answers
         .into_iter()
@@ -690,6 +895,54 @@ fn finish_hold(
     Ok(())
 }
 
+/// The ends of holds a command with many items reaches, written by one statement
+/// (hold_finish_many.sql) once every hold is judged.
+#[derive(Default)]
+struct Finishes {
+    ids: Vec<Option<i64>>,
+    statuses: Vec<Datum>,
+    amounts: Vec<Option<i64>>,
+    seqs: Vec<Option<i64>>,
+}
+
+impl Finishes {
+    fn push(&mut self, hold_id: i64, status: HoldStatus, confirmed: Option<(i64, i64)>) {
+        self.ids.push(Some(hold_id));
+        self.statuses.push(text_datum(status.as_str().as_bytes()));
+        self.amounts.push(confirmed.map(|c| c.0));
+        self.seqs.push(confirmed.map(|c| c.1));
+    }
+
+    /// Writes them; every one must be written (as [`finish_hold`]).
+    fn write(self, conn: &Connection) -> WalletResult<()> {
+        let n = self.ids.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let ids: Vec<i64> = self.ids.iter().flatten().copied().collect();
+        let rows = conn.execute(
+            &HOLD_FINISH_MANY,
+            &[
+                self.ids.into_datum(),
+                Some(text_array_datum(&self.statuses)),
+                self.amounts.into_datum(),
+                self.seqs.into_datum(),
+            ],
+        );
+        if rows.len() != n {
+            let written: std::collections::HashSet<i64> =
+                (0..rows.len()).filter_map(|r| rows.get(r, 1)).collect();
+            let skipped = ids.iter().find(|id| !written.contains(id)).copied();
+            return Err(WalletError::TableShape(format!(
+                "the update of hold {} ({} of the {n} holds of the call) was skipped by something added to wallet.holds (a trigger, rule or policy): nothing was written",
+                skipped.unwrap_or_default(),
+                n - rows.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Confirm: posts `amount` (None = all reserved); returns the posting's transfer id (event seq),
 /// the first one for a repeat.
 pub fn confirm_hold(
@@ -811,13 +1064,14 @@ pub fn confirm_many(
     let tables = Tables::open(c"a wallet hold", Also::Holds)?;
     let mut answers: Vec<Option<WalletResult<i64>>> = keys.iter().map(|_| None).collect();
     let mut confirming: Vec<(usize, Hold, i64)> = Vec::new();
-    for (k, &(gtid, branch)) in keys.iter().enumerate() {
-        let judged = lookup_hold(conn, gtid, branch).and_then(|stored| {
-            let action = hold::judge_confirm(stored.as_ref(), gtid, branch, None)?;
-            Ok((
+    let stored = lookup_many(conn, keys)?;
+    for ((k, &(gtid, branch)), stored) in keys.iter().enumerate().zip(stored) {
+        let stored = stored.map(|(h, _)| h);
+        let judged = hold::judge_confirm(stored.as_ref(), gtid, branch, None).map(|action| {
+            (
                 stored.expect("judge_confirm refuses a missing hold"),
                 action,
-            ))
+            )
         });
         match judged {
             Ok((h, HoldAction::Confirm { amount })) => confirming.push((k, h, amount)),
@@ -836,6 +1090,7 @@ pub fn confirm_many(
         found.values().copied(),
         confirming.len(),
     );
+    let mut finishes = Finishes::default();
     for (k, h, amount) in &confirming {
         let (d, c) = match pending_pair(&found, h) {
             Ok(pair) => pair,
@@ -863,9 +1118,10 @@ pub fn confirm_many(
             data,
         };
         let seq = ledger.apply(d.state.id, c.state.id, &m)?;
-        finish_hold(conn, h.hold_id, HoldStatus::Confirmed, Some((*amount, seq)))?;
+        finishes.push(h.hold_id, HoldStatus::Confirmed, Some((*amount, seq)));
         answers[*k] = Some(Ok(seq));
     }
+    finishes.write(conn)?;
     ledger.finish();
     Ok(answers
         .into_iter()
@@ -883,9 +1139,10 @@ pub fn cancel_many(
     let tables = Tables::open(c"a wallet hold", Also::Holds)?;
     let mut answers: Vec<Option<WalletResult<i64>>> = keys.iter().map(|_| None).collect();
     let mut releasing: Vec<(usize, Hold)> = Vec::new();
-    for (k, &(gtid, branch)) in keys.iter().enumerate() {
-        let judged = lookup_hold(conn, gtid, branch)
-            .and_then(|stored| Ok((hold::judge_cancel(stored.as_ref())?, stored)));
+    let stored = lookup_many(conn, keys)?;
+    for ((k, &(gtid, branch)), stored) in keys.iter().enumerate().zip(stored) {
+        let stored = stored.map(|(h, _)| h);
+        let judged = hold::judge_cancel(stored.as_ref()).map(|action| (action, stored));
         answers[k] = match judged {
             Ok((HoldAction::RecordEmptyCancel, _)) => Some(record_empty_cancel(conn, gtid, branch)),
             Ok((HoldAction::Release, Some(h))) => {
@@ -949,6 +1206,7 @@ fn release(
     };
     let rows = holds.iter().flat_map(|&(_, d, c)| [d, c]);
     let mut ledger = HoldLedger::open(tables, accounts, conn, rows, holds.len());
+    let mut finishes = Finishes::default();
     for &(h, d, c) in holds {
         let ids = HoldIds {
             hold_id: h.hold_id,
@@ -963,8 +1221,9 @@ fn release(
             data,
         };
         ledger.apply(d.state.id, c.state.id, &m)?;
-        finish_hold(conn, h.hold_id, status, None)?;
+        finishes.push(h.hold_id, status, None);
     }
+    finishes.write(conn)?;
     ledger.finish();
     Ok(())
 }

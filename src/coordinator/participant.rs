@@ -13,8 +13,6 @@
 //! Declared in sql/coordinator.sql; each returns (item integer, sqlstate text, message text,
 //! value text).
 
-use std::collections::HashMap;
-
 use pgrx::pg_sys::{self, Datum};
 use pgrx::IntoDatum;
 use wallet_core::batch::{BatchInput, BatchResult};
@@ -32,13 +30,6 @@ use crate::spi::{Connection, Kept};
 use crate::{holds, locks, settings};
 
 query!(
-    ACCOUNT_SETTLEMENT,
-    29,
-    "account_settlement.sql",
-    [pg_sys::INT8ARRAYOID],
-    false
-);
-query!(
     EVENT_BY_KEY,
     30,
     "event_by_key.sql",
@@ -53,7 +44,7 @@ query!(
     false
 );
 
-pub const KEPT: &[&Kept] = &[&ACCOUNT_SETTLEMENT, &EVENT_BY_KEY, &POSTING_BARRED];
+pub const KEPT: &[&Kept] = &[&EVENT_BY_KEY, &POSTING_BARRED];
 
 /// A participant's answer for one item: a value (text), or the rejection.
 pub type Reply = Result<Option<Vec<u8>>, WalletError>;
@@ -161,7 +152,7 @@ fn lock_accounts_in_order(conn: &Connection, items: &[TryItem]) -> WalletResult<
         .flat_map(|i| [i.debit_account_id, i.credit_account_id])
         .flatten()
         .collect();
-    let known = settlements(conn, &named);
+    let known = commands::settlements(conn, &named);
     let mut ids: Vec<i64> = named;
     for item in items {
         if item.debit_account_id.is_none() || item.credit_account_id.is_none() {
@@ -253,24 +244,6 @@ pub struct PostItem<'a> {
     pub linked: bool,
 }
 
-/// The accounts' currencies and their currencies' system accounts, in one statement.
-fn settlements(conn: &Connection, account_ids: &[i64]) -> HashMap<i64, (Text, i64)> {
-    let ids: Vec<Option<i64>> = account_ids.iter().copied().map(Some).collect();
-    let rows = conn.execute(&ACCOUNT_SETTLEMENT, &[ids.into_datum()]);
-    (0..rows.len())
-        .filter_map(|r| {
-            match (
-                rows.get::<i64>(r, 1),
-                rows.bytes(r, 2),
-                rows.get::<i64>(r, 3),
-            ) {
-                (Some(id), Some(currency), Some(system)) => Some((id, (Text(currency), system))),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 /// Posts the items as one batch (each global transaction's postings one linked chain); the
 /// value of each is the currency posted in.
 pub fn post_branch(conn: &Connection, items: &[PostItem]) -> WalletResult<Vec<Reply>> {
@@ -281,7 +254,7 @@ pub fn post_branch(conn: &Connection, items: &[PostItem]) -> WalletResult<Vec<Re
         .iter()
         .filter_map(|item| item.debit_account_id.or(item.credit_account_id))
         .collect();
-    let known = settlements(conn, &accounts);
+    let known = commands::settlements(conn, &accounts);
     let mut resolved: Vec<Result<(i64, i64, Text), WalletError>> = Vec::with_capacity(items.len());
     for item in items {
         let account = item.debit_account_id.or(item.credit_account_id);
