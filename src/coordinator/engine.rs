@@ -405,10 +405,17 @@ fn work(
 }
 
 /// Drives the global transactions `gtids` (this session holds their claims) as far as they go:
-/// until each is finished, stuck, or waits for a node that does not answer.
-fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Option<Gtx>>> {
+/// until each is finished, stuck, or waits for a node that does not answer. Those in `recorded`
+/// (a batch's, as its recording step wrote them) are not read again.
+fn drive(
+    owner: Oid,
+    gtids: &[Vec<u8>],
+    recovering: bool,
+    recorded: std::collections::HashMap<Vec<u8>, Gtx>,
+) -> WalletResult<Vec<Option<Gtx>>> {
     let n = gtids.len();
-    let mut state: Vec<Option<Gtx>> = vec![None; n];
+    let mut recorded = recorded;
+    let mut state: Vec<Option<Gtx>> = gtids.iter().map(|g| recorded.remove(g)).collect();
     // The global transactions this round works on: all of them first, then those whose calls
     // the last round made (the others finished, or wait for recovery).
     let mut active: Vec<usize> = (0..n).collect();
@@ -423,16 +430,33 @@ fn drive(owner: Oid, gtids: &[Vec<u8>], recovering: bool) -> WalletResult<Vec<Op
             .iter()
             .map(|&i| state[i].as_ref().map(|g| g.phase))
             .collect();
-        // The first round reads the ledger (and locks the rows); later ones go on from what the
-        // drive holds in memory: the claims keep every other driver away meanwhile.
+        // The first round reads the ledger (and locks the rows), but for a batch's new global
+        // transactions, which its recording step returned as it wrote them; later rounds go on
+        // from what the drive holds in memory. The claims (a batch's lock for its own) keep
+        // every other driver away meanwhile.
         let ids: Vec<Vec<u8>> = active.iter().map(|&i| gtids[i].clone()).collect();
         let known: Vec<Option<Gtx>> = active.iter().map(|&i| state[i].clone()).collect();
         let body = |conn: &Connection| {
             let mut gtxs = Vec::with_capacity(active.len());
             let mut indexes = Vec::with_capacity(active.len());
             let mut present = Vec::with_capacity(active.len());
-            let loaded = if round == 0 {
-                load_many(conn, &ids)?
+            let loaded: Vec<Option<Gtx>> = if round == 0 {
+                let unread: Vec<Vec<u8>> = ids
+                    .iter()
+                    .zip(&known)
+                    .filter(|(_, k)| k.is_none())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let mut read = if unread.is_empty() {
+                    Vec::new()
+                } else {
+                    load_many(conn, &unread)?
+                }
+                .into_iter();
+                known
+                    .iter()
+                    .map(|k| k.clone().or_else(|| read.next().flatten()))
+                    .collect()
             } else {
                 known.clone()
             };
@@ -653,13 +677,20 @@ pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
         }
     }
     let claim = Claim(&request.gtid);
-    let driven = PgTryBuilder::new(|| drive(owner, std::slice::from_ref(&request.gtid), false))
-        .catch_others(|e| {
-            // An ERROR of Postgres (a cancel, a lost lock wait): give the transaction to recovery.
-            let _ = locks::unlock_session(LockClass::GlobalTransaction, &request.gtid);
-            e.rethrow()
-        })
-        .execute();
+    let driven = PgTryBuilder::new(|| {
+        drive(
+            owner,
+            std::slice::from_ref(&request.gtid),
+            false,
+            Default::default(),
+        )
+    })
+    .catch_others(|e| {
+        // An ERROR of Postgres (a cancel, a lost lock wait): give the transaction to recovery.
+        let _ = locks::unlock_session(LockClass::GlobalTransaction, &request.gtid);
+        e.rethrow()
+    })
+    .execute();
     drop(claim);
     let state = driven?;
     Ok(state
@@ -911,11 +942,13 @@ pub fn run_batch(
     let driven_ids: Vec<Vec<u8>> = planned
         .iter()
         .filter(|(k, r, _)| {
-            answers[*k].is_none() && (new.contains(&r.gtid) || claimed.borrow().contains(&r.gtid))
+            answers[*k].is_none()
+                && (new.contains_key(&r.gtid) || claimed.borrow().contains(&r.gtid))
         })
         .map(|(_, r, _)| r.gtid.clone())
         .collect();
-    let driven = PgTryBuilder::new(|| drive(owner, &driven_ids, false))
+    // The new ones go on from the rows just recorded; the repeats driven again are read.
+    let driven = PgTryBuilder::new(AssertUnwindSafe(|| drive(owner, &driven_ids, false, new)))
         .catch_others(|e| {
             // An ERROR of Postgres: the batch's global transactions go to recovery.
             release();
@@ -985,13 +1018,14 @@ struct BatchRecording<'a> {
 }
 
 impl BatchRecording<'_> {
-    /// Records the batch's new global transactions (returns their gtids) and answers the items
-    /// that will not be driven: an unknown node, a reused gtid, a finished or busy repeat.
+    /// Records the batch's new global transactions (returns them, as the ledger holds them) and
+    /// answers the items that will not be driven: an unknown node, a reused gtid, a finished or
+    /// busy repeat.
     fn record(
         &self,
         conn: &Connection,
         answers: &mut [Option<ItemOutcome>],
-    ) -> WalletResult<std::collections::HashSet<Vec<u8>>> {
+    ) -> WalletResult<std::collections::HashMap<Vec<u8>, Gtx>> {
         let mut known: std::collections::HashMap<String, bool> = Default::default();
         let mut valid = Vec::new();
         for (k, r, plan) in self.planned {
@@ -1016,13 +1050,16 @@ impl BatchRecording<'_> {
         let mut rows: Vec<(&Request, &[protocol::BranchPlan])> =
             valid.iter().map(|(_, r, p)| (*r, *p)).collect();
         rows.sort_by(|a, b| a.0.gtid.cmp(&b.0.gtid));
-        let new = insert_batch(conn, self.protocol, self.timeout_micros, self.batch, &rows);
+        let new = insert_batch(conn, self.protocol, self.timeout_micros, self.batch, &rows)?;
         // The others are repeats: the same global transaction again, or another under its gtid.
         let repeats: Vec<(usize, &Request)> = valid
             .iter()
-            .filter(|(_, r, _)| !new.contains(&r.gtid))
+            .filter(|(_, r, _)| !new.contains_key(&r.gtid))
             .map(|(k, r, _)| (*k, *r))
             .collect();
+        if repeats.is_empty() {
+            return Ok(new);
+        }
         let ids: Vec<Vec<u8>> = repeats.iter().map(|(_, r)| r.gtid.clone()).collect();
         for ((k, r), existing) in repeats.iter().zip(load_many(conn, &ids)?) {
             let Some(existing) = existing else { continue };
@@ -1248,7 +1285,7 @@ fn recover_group(owner: Oid, claimed: &[Vec<u8>]) -> WalletResult<i64> {
             let _ = locks::unlock_session(LockClass::GlobalTransaction, g);
         }
     };
-    let driven = PgTryBuilder::new(|| drive(owner, claimed, true))
+    let driven = PgTryBuilder::new(|| drive(owner, claimed, true, Default::default()))
         .catch_others(|e| {
             release(claimed);
             e.rethrow()
@@ -1282,7 +1319,7 @@ fn recover_group(owner: Oid, claimed: &[Vec<u8>]) -> WalletResult<i64> {
 
 /// One global transaction of a group that met an ERROR, driven alone (still claimed).
 fn recover_one(owner: Oid, gtid: &[u8]) -> WalletResult<i64> {
-    let driven = PgTryBuilder::new(|| drive(owner, &[gtid.to_vec()], true))
+    let driven = PgTryBuilder::new(|| drive(owner, &[gtid.to_vec()], true, Default::default()))
         .catch_others(|e| {
             let _ = locks::unlock_session(LockClass::GlobalTransaction, gtid);
             e.rethrow()

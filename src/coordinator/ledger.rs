@@ -683,14 +683,14 @@ fn recorded_meanwhile(request: &Request) -> WalletError {
 }
 
 /// Records a batch's new global transactions (two legs each) and their branches, set-wise;
-/// returns which of them were new (the others existed already).
+/// returns those that were new (the others existed already), as [`load_many`] would read them.
 pub(super) fn insert_batch(
     conn: &Connection,
     protocol: Protocol,
     timeout_micros: i64,
     batch: &[u8],
     items: &[(&Request, &[protocol::BranchPlan])],
-) -> std::collections::HashSet<Vec<u8>> {
+) -> WalletResult<std::collections::HashMap<Vec<u8>, Gtx>> {
     let leg = |r: &Request, k: usize| r.legs[k].clone();
     let gtids = texts(items.iter().map(|(r, _)| Some(r.gtid.as_slice())));
     let from_nodes = texts(items.iter().map(|(r, _)| Some(r.legs[0].node.as_bytes())));
@@ -718,15 +718,18 @@ pub(super) fn insert_batch(
             Some(text_datum(batch)),
         ],
     );
-    let new: std::collections::HashSet<Vec<u8>> =
-        (0..rows.len()).filter_map(|r| rows.bytes(r, 1)).collect();
+    let mut new = std::collections::HashMap::with_capacity(rows.len());
+    for r in 0..rows.len() {
+        let g = gtx_of_row(&rows, r)?;
+        new.insert(g.gtid.clone(), g);
+    }
     let mut b_gtids: Vec<&[u8]> = Vec::new();
     let mut b_numbers: Vec<Option<i32>> = Vec::new();
     let mut b_nodes: Vec<&[u8]> = Vec::new();
     let mut b_debits: Vec<Option<i64>> = Vec::new();
     let mut b_credits: Vec<Option<i64>> = Vec::new();
     let mut b_amounts: Vec<Option<i64>> = Vec::new();
-    for (r, plan) in items.iter().filter(|(r, _)| new.contains(&r.gtid)) {
+    for (r, plan) in items.iter().filter(|(r, _)| new.contains_key(&r.gtid)) {
         for (i, b) in plan.iter().enumerate() {
             // Two legs make one posting per branch.
             let p = &b.postings[0];
@@ -739,7 +742,7 @@ pub(super) fn insert_batch(
         }
     }
     if !b_gtids.is_empty() {
-        conn.execute(
+        let rows = conn.execute(
             &LEDGER_BRANCH_INSERT_BATCH,
             &[
                 Some(texts(b_gtids.into_iter().map(Some))),
@@ -750,6 +753,15 @@ pub(super) fn insert_batch(
                 b_amounts.into_datum(),
             ],
         );
+        for r in 0..rows.len() {
+            let gtid = rows.bytes(r, 1).unwrap_or_default();
+            if let Some(g) = new.get_mut(&gtid) {
+                g.branches.push(branch_of_row(&rows, r)?);
+            }
+        }
+        for g in new.values_mut() {
+            g.branches.sort_by_key(|b| b.no);
+        }
     }
-    new
+    Ok(new)
 }
