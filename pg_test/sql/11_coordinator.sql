@@ -164,6 +164,8 @@ SELECT count(*) AS servers_left FROM pg_foreign_server WHERE srvname = 'wallet_n
 -- Recovery after the coordinator stops between two steps (wallet.fault, superuser only: here it
 -- raises an ERROR where a crash would stop the backend; the multinode test kills it for real).
 -- (a) Stopped after recording (the local branch reserved, the remote not tried): recovery cancels.
+-- The ledger still shows the local branch new: its step records the answer of this node's own
+-- try with the remote's, and recovery cancels an untried branch as well (its hold is released).
 SET wallet.fault = 'after_record';
 CALL wallet.transfer_across('crash-1', 'local', :yuri, 'n2', :xena, 70);
 \echo :LAST_ERROR_SQLSTATE

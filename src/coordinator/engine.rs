@@ -414,6 +414,14 @@ fn drive(
     recorded: std::collections::HashMap<Vec<u8>, Gtx>,
 ) -> WalletResult<Vec<Option<Gtx>>> {
     let n = gtids.len();
+    /// Drops what a step left to a next one when the drive ends without it.
+    struct Carried;
+    impl Drop for Carried {
+        fn drop(&mut self) {
+            super::ledger::drop_carried();
+        }
+    }
+    let _carried = Carried;
     let mut recorded = recorded;
     let mut state: Vec<Option<Gtx>> = gtids.iter().map(|g| recorded.remove(g)).collect();
     // The global transactions this round works on: all of them first, then those whose calls
@@ -487,6 +495,15 @@ fn drive(
                 &coordinator,
                 &lost_rounds,
             )?;
+            // A step that only learnt what this node's own calls did (its first, as a rule:
+            // this node's tries or postings done, the others' calls to come) leaves that to the
+            // step after the calls, which writes it with their answers: a ledger write per row
+            // fewer. Its commit still makes those calls durable and ends their locks. A crash in
+            // between leaves the ledger as if their answers were lost, which the rules handle
+            // (the calls are repeated or undone, and keyed: once).
+            if !recovering && !remotes.is_empty() && super::ledger::replayable() {
+                super::ledger::defer();
+            }
             let mut gtxs = gtxs.into_iter();
             let now: Vec<Option<Gtx>> = present
                 .into_iter()

@@ -350,6 +350,10 @@ struct GtxWrite {
 
 thread_local! {
     static WRITES: RefCell<Writes> = RefCell::new(Writes::default());
+    /// The step under way leaves its changes to the next one ([`defer`]).
+    static DEFER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The last step committed left its changes to the next one, which writes them with its own.
+    static CARRIED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 pub(super) fn set_branch(
@@ -432,8 +436,47 @@ fn change(g: &Gtx, f: impl FnOnce(&mut GtxWrite)) {
 /// cross-node transfer); from a batch on, the arrays' one statement is cheaper.
 const ROWS_ONE_BY_ONE: usize = 3;
 
-/// Writes what the step changed: each global transaction's row once, then the branches'.
+/// Whether all the step changed is what answers to calls of this node's own taught: branches
+/// tried (a currency learnt with them), nothing decided, refused or finished. Every participant
+/// call is keyed, so the same call again answers the same (a try its hold, a posting its event);
+/// and the rules already reckon with a branch tried whose answer the ledger lacks (a lost
+/// answer): TC/C cancels and a saga compensates untried branches too, and a try or posting
+/// repeated takes effect once. Such a step may leave its changes to the next one.
+pub(super) fn replayable() -> bool {
+    WRITES.with(|w| {
+        let w = w.borrow();
+        w.gtxs.values().all(|g| {
+            g.reason.is_none() && g.phase.is_none() && g.outcome.is_none() && g.stuck.is_none()
+        }) && w
+            .branches
+            .values()
+            .all(|(status, error, _)| *status == BranchStatus::Tried && error.is_none())
+    })
+}
+
+/// The step under way writes nothing of its changes ([`replayable`] ones): the next step writes
+/// them with its own. Its commit still makes its calls' effects durable and releases their locks.
+pub(super) fn defer() {
+    DEFER.with(|d| d.set(true));
+}
+
+/// At a step's start: what an earlier step that an ERROR ended left unwritten is dropped, not
+/// what the step before left to this one.
+pub(super) fn begin_step() {
+    DEFER.with(|d| d.set(false));
+    if !CARRIED.with(|c| c.replace(false)) {
+        WRITES.with(|w| *w.borrow_mut() = Writes::default());
+    }
+}
+
+/// Writes what the step changed (with what the step before left to it): each global
+/// transaction's row once, then the branches'. A deferred step writes nothing and leaves it all
+/// to the next.
 pub(super) fn flush(conn: &Connection) {
+    if DEFER.with(|d| d.replace(false)) {
+        CARRIED.with(|c| c.set(true));
+        return;
+    }
     let w = WRITES.with(|w| std::mem::take(&mut *w.borrow_mut()));
     let by = if w.by_recovery {
         "recovery"
@@ -517,8 +560,20 @@ pub(super) fn flush(conn: &Connection) {
     );
 }
 
-/// Drops what the step changed (it rolls back).
+/// At the end of a drive: what its last step left to a next one that did not come (a call
+/// failed) is dropped, never written later by an unrelated step (it would overwrite what
+/// recovery wrote meanwhile); repeating the calls learns it again.
+pub(super) fn drop_carried() {
+    if CARRIED.with(|c| c.replace(false)) {
+        WRITES.with(|w| *w.borrow_mut() = Writes::default());
+    }
+}
+
+/// Drops what the step changed (it rolls back), and what an earlier one left to it: all of it
+/// can be learnt again by repeating the calls.
 pub(super) fn discard() {
+    DEFER.with(|d| d.set(false));
+    CARRIED.with(|c| c.set(false));
     WRITES.with(|w| *w.borrow_mut() = Writes::default());
 }
 

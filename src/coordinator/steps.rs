@@ -145,8 +145,9 @@ pub(super) fn step<R>(
     owner: Oid,
     f: impl FnOnce(&Connection) -> WalletResult<R>,
 ) -> WalletResult<R> {
-    // A step that an ERROR ended left its changes unwritten: they are not this step's.
-    super::ledger::discard();
+    // A step that an ERROR ended left its changes unwritten: they are not this step's (those
+    // the step before left to this one are).
+    super::ledger::begin_step();
     let result = with_snapshot(|| {
         let _owner = AsOwner::enter(owner);
         let conn = Connection::open();
