@@ -31,7 +31,7 @@ RETURNS TABLE (table_name text, write_path text, reason text)
 LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'wallet_write_paths';
 COMMENT ON FUNCTION wallet.write_paths() IS
-    'How wallet.accounts and wallet.events are written now (direct or executor), and why.';
+    'How wallet.accounts, wallet.events and wallet.global_transactions are written now (direct or executor), and why.';
 CREATE OR REPLACE FUNCTION wallet._require_page(max_rows integer) RETURNS void
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 RETURN wallet._require_range('max_rows', $1, 1, 10000);
