@@ -413,6 +413,23 @@ fn drive(
     recovering: bool,
     recorded: std::collections::HashMap<Vec<u8>, Gtx>,
 ) -> WalletResult<Vec<Option<Gtx>>> {
+    Ok(drive_from(owner, gtids, recovering, recorded, None)?
+        .expect("a drive without a recording step is never answered by it"))
+}
+
+/// What a drive's first step runs before it reads the ledger (a single call's recording):
+/// Some(outcome) answers the call at once (the step commits, nothing is driven).
+type Recording<'a> = &'a mut dyn FnMut(&Connection) -> WalletResult<Option<Outcome>>;
+
+/// [`drive`], its first step starting with `recording` when there is one; Err(outcome): what the
+/// recording answered instead.
+fn drive_from(
+    owner: Oid,
+    gtids: &[Vec<u8>],
+    recovering: bool,
+    recorded: std::collections::HashMap<Vec<u8>, Gtx>,
+    mut recording: Option<Recording>,
+) -> WalletResult<Result<Vec<Option<Gtx>>, Outcome>> {
     let n = gtids.len();
     /// Drops what a step left to a next one when the drive ends without it.
     struct Carried;
@@ -444,7 +461,13 @@ fn drive(
         // every other driver away meanwhile.
         let ids: Vec<Vec<u8>> = active.iter().map(|&i| gtids[i].clone()).collect();
         let known: Vec<Option<Gtx>> = active.iter().map(|&i| state[i].clone()).collect();
+        let first = if round == 0 { recording.take() } else { None };
         let body = |conn: &Connection| {
+            if let Some(recording) = first {
+                if let Some(answer) = recording(conn)? {
+                    return Ok(Err(answer));
+                }
+            }
             let mut gtxs = Vec::with_capacity(active.len());
             let mut indexes = Vec::with_capacity(active.len());
             let mut present = Vec::with_capacity(active.len());
@@ -509,13 +532,17 @@ fn drive(
                 .into_iter()
                 .map(|p| if p { gtxs.next() } else { None })
                 .collect();
-            Ok((coordinator, remotes, now))
+            Ok(Ok((coordinator, remotes, now)))
         };
         // Recovery must not stop at one global transaction's ERROR (see `guarded`).
-        let (id, remotes, now) = if recovering {
+        let stepped = if recovering {
             step(owner, |conn| guarded(|| body(conn)))?
         } else {
             step(owner, body)?
+        };
+        let (id, remotes, now) = match stepped {
+            Ok(went) => went,
+            Err(answer) => return Ok(Err(answer)),
         };
         coordinator = (!id.is_empty()).then_some(id);
         let decided = now.iter().zip(&phases_before).any(|(g, before)| {
@@ -550,7 +577,7 @@ fn drive(
         }
         active = next;
     }
-    Ok(state)
+    Ok(Ok(state))
 }
 
 /// The test faults (`wallet.fault`) of a round's calls, once they answered: a fault point per
@@ -599,122 +626,96 @@ fn outcome_of(g: &Gtx) -> Outcome {
     }
 }
 
-/// A session claim on a global transaction: the lock that says who drives it.
-struct Claim<'a>(&'a [u8]);
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = locks::unlock_session(LockClass::GlobalTransaction, self.0);
-        }
-    }
-}
-
 /// Runs a global transaction to its end (or as far as its nodes let it): records it (or finds
-/// it, for a repeat with the same gtid), then drives it.
+/// it, for a repeat with the same gtid) in the first step of its drive, which also tries this
+/// node's branch.
 pub fn run(owner: Oid, request: &Request) -> WalletResult<Outcome> {
     let plan = protocol::plan_for(&request.legs, request.protocol)?;
     let here_alone = protocol::here_alone(&plan);
     if request.protocol == Protocol::TwoPhase && !here_alone {
         step(owner, |_| check_prepared_transactions(&plan))?;
     }
-    // Whether this call holds the claim. The recording step does not release it on its own:
-    // every way out of it but the one that drives (a refusal, an answer without driving, a
-    // Postgres ERROR such as a lock wait that timed out) releases it below, or this session
-    // would keep the gtid from recovery until it ends (a session lock outlives the transaction).
+    // Whether this call holds the claim. Every way out of the call (its outcome, an answer
+    // without driving, a refusal, a Postgres ERROR such as a lock wait that timed out) releases
+    // it below, or this session would keep the gtid from recovery until it ends (a session lock
+    // outlives the transaction).
     let holding = AssertUnwindSafe(std::cell::Cell::new(false));
     let release = || {
         if holding.replace(false) {
             let _ = locks::unlock_session(LockClass::GlobalTransaction, &request.gtid);
         }
     };
-    let record = || {
-        step(owner, |conn| {
-            for b in &plan {
-                if b.node != LOCAL && !nodes::exists(&b.node) {
-                    return Err(WalletError::UnknownNode {
-                        node: Text::from(b.node.as_str()),
+    // The recording is the first step of the drive: the global transaction recorded (or found,
+    // for a repeat) and this node's branch tried in one commit.
+    let mut recording = |conn: &Connection| -> WalletResult<Option<Outcome>> {
+        for b in &plan {
+            if b.node != LOCAL && !nodes::exists(&b.node) {
+                return Err(WalletError::UnknownNode {
+                    node: Text::from(b.node.as_str()),
+                });
+            }
+        }
+        // The claim first: a repeat waits for a session still driving the same gtid, up to
+        // wallet.node_timeout, and then answers `pending` (it is driven elsewhere).
+        if !claim_within(&request.gtid, nodes::call_timeout())? {
+            return Ok(Some(Outcome::DrivenElsewhere));
+        }
+        holding.set(true);
+        if here_alone {
+            if let Some(outcome) = run_here(conn, request, &plan[0])? {
+                return Ok(Some(outcome));
+            }
+        }
+        match load(conn, &request.gtid)? {
+            Some(existing) => {
+                let same = existing.protocol == request.protocol && existing.legs == request.legs;
+                if !same {
+                    return Err(WalletError::GtidReused {
+                        gtid: Text(request.gtid.clone()),
+                        existing: describe(&existing.protocol, &existing.legs),
                     });
                 }
-            }
-            // The claim first: a repeat waits for a session still driving the same gtid, up to
-            // wallet.node_timeout, and then answers `pending` (it is driven elsewhere).
-            if !claim_within(&request.gtid, nodes::call_timeout())? {
-                return Ok(Some(Outcome::DrivenElsewhere));
-            }
-            holding.set(true);
-            if here_alone {
-                if let Some(outcome) = run_here(conn, request, &plan[0])? {
-                    return Ok(Some(outcome));
+                if existing.finished {
+                    return Ok(Some(outcome_of(&existing)));
+                }
+                // One of a batch: its outcome when finished; while the batch's session is
+                // at work, `pending` (never a wait here: this step holds the ledger row the
+                // batch's next step needs); once that session is gone, driven here.
+                if let Some(batch) = &existing.batch {
+                    if !locks::lock_for_session(LockClass::Batch, batch, false)? {
+                        return Ok(Some(Outcome::InBatch));
+                    }
+                    locks::unlock_session(LockClass::Batch, batch)?;
                 }
             }
-            match load(conn, &request.gtid)? {
-                Some(existing) => {
-                    let same =
-                        existing.protocol == request.protocol && existing.legs == request.legs;
-                    if !same {
-                        return Err(WalletError::GtidReused {
-                            gtid: Text(request.gtid.clone()),
-                            existing: describe(&existing.protocol, &existing.legs),
-                        });
-                    }
-                    if existing.finished {
-                        return Ok(Some(outcome_of(&existing)));
-                    }
-                    // One of a batch: its outcome when finished; while the batch's session is
-                    // at work, `pending` (never a wait here: this step holds the ledger row the
-                    // batch's next step needs); once that session is gone, driven here.
-                    if let Some(batch) = &existing.batch {
-                        if !locks::lock_for_session(LockClass::Batch, batch, false)? {
-                            return Ok(Some(Outcome::InBatch));
-                        }
-                        locks::unlock_session(LockClass::Batch, batch)?;
-                    }
-                }
-                None => insert(conn, request, &plan)?,
-            }
-            Ok(None)
-        })
+            None => insert(conn, request, &plan)?,
+        }
+        Ok(None)
     };
-    let recorded = PgTryBuilder::new(AssertUnwindSafe(record))
-        .catch_others(|e| {
-            release();
-            e.rethrow()
-        })
-        .execute();
-    match recorded {
-        Ok(None) => {}
-        Ok(Some(answer)) => {
-            release();
-            return Ok(answer);
-        }
-        Err(e) => {
-            release();
-            return Err(e);
-        }
-    }
-    let claim = Claim(&request.gtid);
-    let driven = PgTryBuilder::new(|| {
-        drive(
+    let driven = PgTryBuilder::new(AssertUnwindSafe(|| {
+        drive_from(
             owner,
             std::slice::from_ref(&request.gtid),
             false,
             Default::default(),
+            Some(&mut recording),
         )
-    })
+    }))
     .catch_others(|e| {
         // An ERROR of Postgres (a cancel, a lost lock wait): give the transaction to recovery.
-        let _ = locks::unlock_session(LockClass::GlobalTransaction, &request.gtid);
+        release();
         e.rethrow()
     })
     .execute();
-    drop(claim);
-    let state = driven?;
-    Ok(state
-        .first()
-        .cloned()
-        .flatten()
-        .map_or(Outcome::Busy, |g| outcome_of(&g)))
+    release();
+    Ok(match driven? {
+        Err(answer) => answer,
+        Ok(state) => state
+            .first()
+            .cloned()
+            .flatten()
+            .map_or(Outcome::Busy, |g| outcome_of(&g)),
+    })
 }
 
 /// A new global transaction whose every leg is on this node (`protocol::here_alone`), whatever
