@@ -635,12 +635,12 @@ pub fn try_many(
             Err(e) => answers[k] = Some(Err(e)),
         }
     }
-    let ids: Vec<i64> = places
+    let moves: Vec<(i64, i64, i64)> = places
         .iter()
-        .flat_map(|(_, p)| [p.debit, p.credit])
+        .map(|(k, p)| (p.debit, p.credit, calls[*k].amount))
         .collect();
     let accounts = Accounts::open(&tables);
-    let locked = lock_all(&accounts, conn, ids)?;
+    let locked = lock_all(&accounts, conn, &moves)?;
     let found = found_by_id(&locked);
     let mut ledger = HoldLedger::open(
         &tables,
@@ -677,22 +677,30 @@ pub fn try_many(
         .collect())
 }
 
-/// Locks accounts `ids` (any order, repeats allowed) in ascending id order, as every writer
-/// locks; beside each distinct id its row, None for no such account.
+/// Locks the accounts of `moves` (debit, credit, amount; any order, repeats allowed) in
+/// ascending id order, as every writer locks; beside each distinct id its row, None for no such
+/// account. A row changed under a snapshot that cannot see it (40001) is reported with the first
+/// move on that account.
 fn lock_all(
     accounts: &Accounts,
     conn: &Connection,
-    mut ids: Vec<i64>,
+    moves: &[(i64, i64, i64)],
 ) -> WalletResult<Vec<(i64, Option<LockedAccount>)>> {
+    let mut ids: Vec<i64> = moves.iter().flat_map(|&(d, c, _)| [d, c]).collect();
     ids.sort_unstable();
     ids.dedup();
-    let locked = accounts
-        .lock(conn, &ids)?
-        .map_err(|c| WalletError::ConcurrentChange {
-            debit_account_id: c.0,
-            credit_account_id: c.0,
-            amount: 0,
-        })?;
+    let locked = accounts.lock(conn, &ids)?.map_err(|c| {
+        let (debit, credit, amount) = moves
+            .iter()
+            .copied()
+            .find(|&(d, cr, _)| d == c.0 || cr == c.0)
+            .unwrap_or((c.0, c.0, 0));
+        WalletError::ConcurrentChange {
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount,
+        }
+    })?;
     Ok(ids.into_iter().zip(locked).collect())
 }
 
@@ -1044,12 +1052,11 @@ fn lock_holds_accounts(
     conn: &Connection,
     holds: &[&Hold],
 ) -> WalletResult<Vec<(i64, Option<LockedAccount>)>> {
-    let ids = holds
+    let moves: Vec<(i64, i64, i64)> = holds
         .iter()
-        .filter_map(|h| hold_accounts(h).ok())
-        .flat_map(|(d, c)| [d, c])
+        .filter_map(|h| hold_accounts(h).ok().map(|(d, c)| (d, c, h.reserved)))
         .collect();
-    lock_all(accounts, conn, ids)
+    lock_all(accounts, conn, &moves)
 }
 
 /// Confirms many holds (all they reserved) in one command, a participant call with many items

@@ -182,6 +182,19 @@ SELECT gtid, status FROM wallet.holds WHERE gtid LIKE 'pt-s%' ORDER BY gtid;
 SELECT last_seq = :pi_seq AS pi_untouched FROM wallet.accounts WHERE id = :pi;
 DROP TRIGGER skip_some ON wallet.holds;
 SELECT item, sqlstate FROM wallet.tcc_cancel(ARRAY['pt-s1', 'pt-s3'], ARRAY['b', 'b']);
+-- At REPEATABLE READ, an account that another session changed after the call's snapshot: the
+-- whole call is a 40001 naming the first try on that account and its amount, and writes nothing.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT count(*) > 0 AS snapshot_taken FROM wallet.accounts;
+SELECT t.ok AS changed_elsewhere
+  FROM dblink(:'server' || ' dbname=' || current_database(),
+              'SELECT wallet.deposit(' || :pi || ', 1) > 0') AS t (ok boolean);
+SELECT * FROM wallet.tcc_try(ARRAY['pt-r1', 'pt-r2'], ARRAY['b', 'b'], ARRAY[NULL, NULL]::bigint[],
+    ARRAY[:pi, :pi]::bigint[], ARRAY[3, 4]::bigint[], interval '1 hour');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT count(*) AS holds_of_pt_r FROM wallet.holds WHERE gtid LIKE 'pt-r%';
+SELECT wallet.withdraw(:pi, 1) > 0 AS deposit_taken_back;
 -- Confirms: each posts what its hold reserved; one never placed (pt-3) and one unknown answer
 -- 'hold_not_found' alone. Cancels: pending holds released, a confirmed one refused, one whose
 -- try never came recorded (it bars that try).
