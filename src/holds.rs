@@ -518,11 +518,22 @@ pub fn try_hold(conn: &Connection, call: &TryCall) -> WalletResult<(i64, Text)> 
     Ok(placed)
 }
 
+/// The place in `ids` of the first hold a statement over them did not return (its `RETURNING
+/// hold_id`, column 1, lists those it wrote); None when it wrote them all.
+fn first_unwritten(ids: &[i64], rows: &Rows) -> Option<usize> {
+    if rows.len() == ids.len() {
+        return None;
+    }
+    let written: std::collections::HashSet<i64> =
+        (0..rows.len()).filter_map(|r| rows.get(r, 1)).collect();
+    ids.iter().position(|id| !written.contains(id))
+}
+
 /// The rows of the holds a command with many tries places, written by one statement
 /// (hold_insert_many.sql) once every try is judged.
 #[derive(Default)]
 struct NewHolds {
-    ids: Vec<Option<i64>>,
+    ids: Vec<i64>,
     gtids: Vec<Datum>,
     branches: Vec<Datum>,
     debits: Vec<Option<i64>>,
@@ -535,7 +546,7 @@ struct NewHolds {
 
 impl NewHolds {
     fn push(&mut self, hold_id: i64, call: &TryCall, p: &Placement, currency: &Text) {
-        self.ids.push(Some(hold_id));
+        self.ids.push(hold_id);
         self.gtids.push(text_datum(call.gtid));
         self.branches.push(text_datum(call.branch));
         self.debits.push(Some(p.debit));
@@ -552,11 +563,10 @@ impl NewHolds {
         if n == 0 {
             return Ok(());
         }
-        let ids: Vec<i64> = self.ids.iter().flatten().copied().collect();
         let rows = conn.execute(
             &HOLD_INSERT_MANY,
             &[
-                self.ids.into_datum(),
+                self.ids.clone().into_datum(),
                 Some(text_array_datum(&self.gtids)),
                 Some(text_array_datum(&self.branches)),
                 self.debits.into_datum(),
@@ -567,12 +577,9 @@ impl NewHolds {
                 self.timeouts.into_datum(),
             ],
         );
-        if rows.len() != n {
+        if let Some(k) = first_unwritten(&self.ids, &rows) {
             // A racing call took a key after the look-up (hold_insert.sql): the moves of this
             // command are in its events already, so it fails as a whole and writes nothing.
-            let written: std::collections::HashSet<i64> =
-                (0..rows.len()).filter_map(|r| rows.get(r, 1)).collect();
-            let k = ids.iter().position(|id| !written.contains(id)).unwrap_or(0);
             return Err(self.requests[k].concurrent_change());
         }
         Ok(())
@@ -907,7 +914,7 @@ fn finish_hold(
 /// (hold_finish_many.sql) once every hold is judged.
 #[derive(Default)]
 struct Finishes {
-    ids: Vec<Option<i64>>,
+    ids: Vec<i64>,
     statuses: Vec<Datum>,
     amounts: Vec<Option<i64>>,
     seqs: Vec<Option<i64>>,
@@ -915,7 +922,7 @@ struct Finishes {
 
 impl Finishes {
     fn push(&mut self, hold_id: i64, status: HoldStatus, confirmed: Option<(i64, i64)>) {
-        self.ids.push(Some(hold_id));
+        self.ids.push(hold_id);
         self.statuses.push(text_datum(status.as_str().as_bytes()));
         self.amounts.push(confirmed.map(|c| c.0));
         self.seqs.push(confirmed.map(|c| c.1));
@@ -927,23 +934,19 @@ impl Finishes {
         if n == 0 {
             return Ok(());
         }
-        let ids: Vec<i64> = self.ids.iter().flatten().copied().collect();
         let rows = conn.execute(
             &HOLD_FINISH_MANY,
             &[
-                self.ids.into_datum(),
+                self.ids.clone().into_datum(),
                 Some(text_array_datum(&self.statuses)),
                 self.amounts.into_datum(),
                 self.seqs.into_datum(),
             ],
         );
-        if rows.len() != n {
-            let written: std::collections::HashSet<i64> =
-                (0..rows.len()).filter_map(|r| rows.get(r, 1)).collect();
-            let skipped = ids.iter().find(|id| !written.contains(id)).copied();
+        if let Some(k) = first_unwritten(&self.ids, &rows) {
             return Err(WalletError::TableShape(format!(
                 "the update of hold {} ({} of the {n} holds of the call) was skipped by something added to wallet.holds (a trigger, rule or policy): nothing was written",
-                skipped.unwrap_or_default(),
+                self.ids[k],
                 n - rows.len()
             )));
         }

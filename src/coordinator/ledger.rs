@@ -214,13 +214,26 @@ pub(super) fn load_many(conn: &Connection, gtids: &[Vec<u8>]) -> WalletResult<Ve
         return Ok(gtids.iter().map(|_| None).collect());
     }
     let rows = conn.execute(&LEDGER_BRANCHES_MANY, &[Some(ids)]);
+    attach_branches(&rows, &mut found)?;
+    Ok(gtids.iter().map(|g| found.remove(g)).collect())
+}
+
+/// Rows of wallet.branches (columns as ledger_branches_many.sql), each added to its global
+/// transaction in `gtxs`, in branch order.
+fn attach_branches(
+    rows: &crate::spi::Rows,
+    gtxs: &mut std::collections::HashMap<Vec<u8>, Gtx>,
+) -> WalletResult<()> {
     for r in 0..rows.len() {
         let gtid = rows.bytes(r, 1).unwrap_or_default();
-        if let Some(g) = found.get_mut(&gtid) {
-            g.branches.push(branch_of_row(&rows, r)?);
+        if let Some(g) = gtxs.get_mut(&gtid) {
+            g.branches.push(branch_of_row(rows, r)?);
         }
     }
-    Ok(gtids.iter().map(|g| found.remove(g)).collect())
+    for g in gtxs.values_mut() {
+        g.branches.sort_by_key(|b| b.no);
+    }
+    Ok(())
 }
 
 impl Gtx {
@@ -808,15 +821,7 @@ pub(super) fn insert_batch(
                 b_amounts.into_datum(),
             ],
         );
-        for r in 0..rows.len() {
-            let gtid = rows.bytes(r, 1).unwrap_or_default();
-            if let Some(g) = new.get_mut(&gtid) {
-                g.branches.push(branch_of_row(&rows, r)?);
-            }
-        }
-        for g in new.values_mut() {
-            g.branches.sort_by_key(|b| b.no);
-        }
+        attach_branches(&rows, &mut new)?;
     }
     Ok(new)
 }
