@@ -527,6 +527,10 @@ fn drive_from(
             if !recovering && !remotes.is_empty() && super::ledger::replayable() {
                 super::ledger::defer();
             }
+            // The calls act on what this step commits: durable before they are sent.
+            if !remotes.is_empty() {
+                commit_durably();
+            }
             let mut gtxs = gtxs.into_iter();
             let now: Vec<Option<Gtx>> = present
                 .into_iter()

@@ -495,6 +495,8 @@ entry_point!(
             })
             .collect();
         let conn = Connection::open();
+        // The coordinator acts on the answer: durable before it is sent.
+        super::steps::commit_durably();
         let replies = tcc_try(&conn, &items)?;
         drop(conn);
         put_replies(args, &replies);
@@ -512,6 +514,8 @@ fn on_pairs(
 ) -> WalletResult<Option<Datum>> {
     let items = key_pairs(args, first, second)?;
     let conn = Connection::open();
+    // The coordinator acts on the answer: durable before it is sent.
+    super::steps::commit_durably();
     let replies = call(&conn, &items)?;
     drop(conn);
     put_replies(args, &replies);
@@ -562,6 +566,8 @@ entry_point!(
             })
             .collect();
         let conn = Connection::open();
+        // The coordinator acts on the answer: durable before it is sent.
+        super::steps::commit_durably();
         let replies = post_branch(&conn, &items)?;
         drop(conn);
         put_replies(args, &replies);

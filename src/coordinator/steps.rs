@@ -71,6 +71,35 @@ pub(super) unsafe fn set_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
     }
 }
 
+/// Makes the current transaction's commit durable, as `synchronous_commit = on` would, when the
+/// session's setting is weaker (`off`, `local`, `remote_write`): until the transaction ends, like
+/// SET LOCAL. For every commit another node acts on: a step whose calls follow it (the record and
+/// the decision they carry), and a participant's answer. An asynchronous commit is lost when
+/// its server crashes within wal_writer_delay or so; if another node had acted on it meanwhile,
+/// the nodes would disagree (a hold confirmed there, cancelled here by a recovery that found no
+/// decision; money credited there whose debit here was never recorded). The session's own
+/// setting still holds for what no other node hears of: a transfer within this node, the
+/// step that finishes a global transaction (recovery finishes it again from the decision).
+pub(crate) fn commit_durably() {
+    // SAFETY: a read of a GUC variable, and a GUC set inside a transaction (undone at its end).
+    unsafe {
+        if pg_sys::synchronous_commit
+            < pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_REMOTE_FLUSH as i32
+        {
+            pg_sys::set_config_option(
+                c"synchronous_commit".as_ptr(),
+                c"on".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                0,
+                false,
+            );
+        }
+    }
+}
+
 /// The owner's identity, with the statements pinned (see [`Pinned`]), for the scope of one step.
 pub(super) struct AsOwner {
     user: Oid,
