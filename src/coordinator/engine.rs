@@ -527,8 +527,16 @@ fn drive_from(
             if !recovering && !remotes.is_empty() && super::ledger::replayable() {
                 super::ledger::defer();
             }
-            // The calls act on what this step commits: durable before they are sent.
-            if !remotes.is_empty() {
+            // The calls act on what this step commits: durable before they are sent, unless
+            // each of them undoes itself at its node should this step be lost (a TC/C try, a
+            // 2PC prepare: the next step, the decision, is durable, and flushes this one too).
+            let protocols: std::collections::HashMap<usize, Protocol> =
+                indexes.iter().zip(&gtxs).map(|(&i, g)| (i, g.protocol)).collect();
+            if remotes.iter().any(|(_, r)| {
+                !protocols
+                    .get(&r.wanted.gtx)
+                    .is_some_and(|&p| protocol::undone_if_forgotten(p, r.wanted.kind))
+            }) {
                 commit_durably();
             }
             let mut gtxs = gtxs.into_iter();

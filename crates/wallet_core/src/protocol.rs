@@ -333,6 +333,20 @@ pub fn after_answer(protocol: Protocol, kind: CallKind, answer: Answer) -> Optio
     }
 }
 
+/// Whether a call may be sent before the step it follows is durable (see the coordinator's
+/// `commit_durably`): what it asks of the participant undoes itself there if the coordinator
+/// forgets the global transaction (its step lost in a crash), so the two nodes cannot end up
+/// disagreeing. A TC/C try: its hold expires at its timeout. A 2PC prepare: presumed abort (the
+/// sweep of this coordinator's prepared transactions that no unfinished global transaction owns
+/// rolls it back). Everything else takes effect for good once it arrives: a confirm, a commit, a
+/// cancel (a forgotten cancel could be followed by a confirm), a saga's posting or compensation.
+pub fn undone_if_forgotten(protocol: Protocol, kind: CallKind) -> bool {
+    matches!(
+        (protocol, kind),
+        (Protocol::Tcc | Protocol::TwoPhase, CallKind::Try)
+    )
+}
+
 /// A global transaction's id travels to every node, whatever their encodings: printable ASCII
 /// (every server encoding holds it unchanged), so that no node can fail to read it and leave the
 /// global transaction unfinishable.
@@ -542,6 +556,20 @@ pub fn posting_id(branch: &str, k: usize, postings: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_tentative_calls_may_follow_a_step_that_is_not_yet_durable() {
+        // Tentative at the participant, undone there by a timeout or presumed abort.
+        assert!(undone_if_forgotten(Protocol::Tcc, CallKind::Try));
+        assert!(undone_if_forgotten(Protocol::TwoPhase, CallKind::Try));
+        // For good once they arrive.
+        for kind in [CallKind::Confirm, CallKind::Cancel] {
+            for protocol in Protocol::ALL {
+                assert!(!undone_if_forgotten(protocol, kind), "{protocol:?} {kind:?}");
+            }
+        }
+        assert!(!undone_if_forgotten(Protocol::Saga, CallKind::Try));
+    }
 
     #[test]
     fn a_gtid_is_printable_ascii_so_that_every_node_can_read_it() {
