@@ -5,6 +5,10 @@ CREATE EXTENSION wallet_ext;
 SELECT wallet.create_currency('BEN');
 SELECT count(wallet.open_account('BEN')) FROM generate_series(1, 10000);
 SELECT count(wallet.deposit(id, 1000000000000)) FROM wallet.accounts WHERE NOT is_system;
+-- Cross-node settlement spread over 8 system accounts (ids 10002..10008 besides 1), as the README
+-- advises for a node that takes many concurrent cross-node transfers; local transfers never touch
+-- them.
+SELECT cardinality(wallet.spread_settlement('BEN', 8));
 
 -- F: the floor, as a careful engineer would write it by hand. One plpgsql function updates the
 -- two balance rows (lower id first, debit guarded by balance >= amount) and inserts one journal

@@ -70,6 +70,8 @@ w('''-- wallet_ext 0.5.0 -> 0.6.0, run by ALTER EXTENSION wallet_ext UPDATE TO '
 --     where (positions sealed before the update keep their 0.1.0-0.5.0 text, _event_text_v1);
 --   * DROP EXTENSION / SCHEMA / OWNED are refused while the ledger holds events (event trigger);
 --   * wallet.write_paths();
+--   * wallet.spread_settlement() and wallet.currencies.settlement_accounts: a currency's
+--     cross-node settlement spread over several system accounts;
 --   * the read side's daily totals are numeric (a day's flows may pass the bigint range), and a
 --     refresh computes each account's change in numeric;
 --   * the coordinator: TC/C, 2PC and Saga in the library, nodes as foreign servers of wrapper
@@ -85,10 +87,16 @@ w('''-- wallet_ext 0.5.0 -> 0.6.0, run by ALTER EXTENSION wallet_ext UPDATE TO '
 -- ---- schema.sql ----------------------------------------------------------------------------------
 ALTER FUNCTION wallet.refuse_event_change() SET search_path = pg_catalog, pg_temp;
 ''')
+w("""-- Further system accounts a currency's cross-node settlement is spread over
+-- (wallet.spread_settlement).
+ALTER TABLE wallet.currencies ADD COLUMN settlement_accounts bigint[] NOT NULL DEFAULT '{}'::bigint[];
+""")
+w(re.search(r"^COMMENT ON TABLE wallet\.currencies IS\n.*?';\n", open(R+'schema.sql').read(), re.M | re.S).group(0))
 w(st(R+'schema.sql', 'CREATE FUNCTION wallet._guard_drop()', replace=False))
 w(st(R+'schema.sql', 'CREATE EVENT TRIGGER wallet_guard_drop', replace=False))
 w('\n-- ---- api.sql -------------------------------------------------------------------------------------\n')
 w(st(R+'api.sql', 'CREATE FUNCTION wallet.write_paths()', replace=False))
+w(st(R+'api.sql', 'CREATE FUNCTION wallet.spread_settlement(', replace=False))
 for p in ['CREATE FUNCTION wallet._require_page(', 'CREATE FUNCTION wallet.get_transfer(',
           'CREATE FUNCTION wallet.trial_balance(']:
     w(st(R+'api.sql', p))

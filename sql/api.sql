@@ -13,6 +13,13 @@ AS 'MODULE_PATHNAME', 'wallet_create_currency';
 COMMENT ON FUNCTION wallet.create_currency(text, integer) IS
     'Creates a currency (3-8 chars A-Z/0-9, minor-unit scale 0-18) and its system account; returns the system account id.';
 
+CREATE FUNCTION wallet.spread_settlement(currency text, accounts integer)
+RETURNS bigint[]
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_spread_settlement';
+COMMENT ON FUNCTION wallet.spread_settlement(text, integer) IS
+    'Spreads the currency''s cross-node settlement over this many system accounts in all (1-64, never fewer than it has), opening the further ones; returns them, the system account first.';
+
 CREATE FUNCTION wallet.open_account(currency text, owner text DEFAULT NULL,
                                     metadata jsonb DEFAULT '{}', allow_overdraft boolean DEFAULT false)
 RETURNS bigint

@@ -49,6 +49,7 @@ TO wallet_reader;
 
 GRANT EXECUTE ON FUNCTION
     wallet.create_currency(text, integer),
+    wallet.spread_settlement(text, integer),
     wallet.open_account(text, text, jsonb, boolean),
     wallet.freeze_account(bigint),
     wallet.unfreeze_account(bigint),

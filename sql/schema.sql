@@ -20,10 +20,13 @@ CREATE TABLE wallet.currencies (
     code              text PRIMARY KEY,
     scale             smallint NOT NULL CHECK (scale BETWEEN 0 AND 18),
     system_account_id bigint NOT NULL UNIQUE,
-    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- Further system accounts that cross-node postings and holds settle against besides the
+    -- system account (wallet.spread_settlement), in the order they were opened.
+    settlement_accounts bigint[] NOT NULL DEFAULT '{}'::bigint[]
 );
 COMMENT ON TABLE wallet.currencies IS
-    'One row per currency; scale = number of minor-unit decimals; its system account issues and settles money.';
+    'One row per currency; scale = number of minor-unit decimals; its system account issues and settles money (cross-node settlement spread over settlement_accounts too).';
 
 -- Explicit sequences (not identity columns) so pg_dump can carry their positions as extension
 -- configuration. CACHE 1 keeps event sequence numbers increasing in the order they are drawn.

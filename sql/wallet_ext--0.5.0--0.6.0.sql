@@ -5,6 +5,8 @@
 --     where (positions sealed before the update keep their 0.1.0-0.5.0 text, _event_text_v1);
 --   * DROP EXTENSION / SCHEMA / OWNED are refused while the ledger holds events (event trigger);
 --   * wallet.write_paths();
+--   * wallet.spread_settlement() and wallet.currencies.settlement_accounts: a currency's
+--     cross-node settlement spread over several system accounts;
 --   * the read side's daily totals are numeric (a day's flows may pass the bigint range), and a
 --     refresh computes each account's change in numeric;
 --   * the coordinator: TC/C, 2PC and Saga in the library, nodes as foreign servers of wrapper
@@ -19,6 +21,11 @@
 
 -- ---- schema.sql ----------------------------------------------------------------------------------
 ALTER FUNCTION wallet.refuse_event_change() SET search_path = pg_catalog, pg_temp;
+-- Further system accounts a currency's cross-node settlement is spread over
+-- (wallet.spread_settlement).
+ALTER TABLE wallet.currencies ADD COLUMN settlement_accounts bigint[] NOT NULL DEFAULT '{}'::bigint[];
+COMMENT ON TABLE wallet.currencies IS
+    'One row per currency; scale = number of minor-unit decimals; its system account issues and settles money (cross-node settlement spread over settlement_accounts too).';
 CREATE FUNCTION wallet._guard_drop() RETURNS event_trigger
 LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'wallet_guard_drop';
 CREATE EVENT TRIGGER wallet_guard_drop ON ddl_command_start
@@ -32,6 +39,12 @@ LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'wallet_write_paths';
 COMMENT ON FUNCTION wallet.write_paths() IS
     'How wallet.accounts, wallet.events and wallet.global_transactions are written now (direct or executor), and why.';
+CREATE FUNCTION wallet.spread_settlement(currency text, accounts integer)
+RETURNS bigint[]
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wallet_spread_settlement';
+COMMENT ON FUNCTION wallet.spread_settlement(text, integer) IS
+    'Spreads the currency''s cross-node settlement over this many system accounts in all (1-64, never fewer than it has), opening the further ones; returns them, the system account first.';
 CREATE OR REPLACE FUNCTION wallet._require_page(max_rows integer) RETURNS void
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 RETURN wallet._require_range('max_rows', $1, 1, 10000);
@@ -853,6 +866,7 @@ TO wallet_reader;
 
 GRANT EXECUTE ON FUNCTION
     wallet.create_currency(text, integer),
+    wallet.spread_settlement(text, integer),
     wallet.open_account(text, text, jsonb, boolean),
     wallet.freeze_account(bigint),
     wallet.unfreeze_account(bigint),

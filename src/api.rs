@@ -73,6 +73,20 @@ entry_point!(
 );
 
 entry_point!(
+    wallet_spread_settlement,
+    pg_finfo_wallet_spread_settlement,
+    &[TEXT, INT4],
+    |args| {
+        let code = required(args.text(0), "currency")?;
+        let conn = Connection::open();
+        let all = commands::spread_settlement(&conn, code, args.i32(1))?;
+        // The array is built in the caller's memory, after SPI's is gone.
+        drop(conn);
+        Ok(all.into_datum())
+    }
+);
+
+entry_point!(
     wallet_open_account,
     pg_finfo_wallet_open_account,
     &[TEXT, TEXT, JSONB, BOOL],

@@ -86,7 +86,24 @@ query!(
     false
 );
 
+query!(
+    SETTLEMENT_CURRENCY,
+    57,
+    "settlement_currency.sql",
+    [TEXT],
+    false
+);
+query!(
+    SETTLEMENT_OPEN,
+    58,
+    "settlement_open.sql",
+    [TEXT, I4],
+    false
+);
+
 pub const KEPT: &[&Kept] = &[
+    &SETTLEMENT_CURRENCY,
+    &SETTLEMENT_OPEN,
     &TRANSFER_PRIOR,
     &BATCH_PRIOR,
     &ACCOUNT_STATE,
@@ -291,20 +308,102 @@ pub fn system_account_of(conn: &Connection, account_id: i64) -> WalletResult<i64
     })
 }
 
-/// The system account of a currency.
-pub fn system_account_of_currency(conn: &Connection, code: &[u8]) -> WalletResult<i64> {
+/// Where a currency's cross-node postings and holds settle: its system account, and the further
+/// accounts its settlement is spread over (`wallet.spread_settlement`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    pub system: i64,
+    pub further: Vec<i64>,
+}
+
+impl Settlement {
+    /// The account that settles the posting or hold under `key`.
+    pub fn account_for(&self, key: &[u8]) -> i64 {
+        wallet_core::settlement::settlement_account(key, self.system, &self.further)
+    }
+
+    /// Whether `account` is one of them.
+    pub fn has(&self, account: i64) -> bool {
+        account == self.system || self.further.contains(&account)
+    }
+
+    /// Columns `column` (the system account) and `column + 1` (the further ones) of `row`.
+    pub(crate) fn of_row(rows: &Rows, row: usize, column: usize) -> Option<Settlement> {
+        let system = rows.get::<i64>(row, column)?;
+        let further = rows
+            .get::<Vec<Option<i64>>>(row, column + 1)
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect();
+        Some(Settlement { system, further })
+    }
+}
+
+/// Where a currency settles.
+pub fn settlement_of_currency(conn: &Connection, code: &[u8]) -> WalletResult<Settlement> {
     let rows = conn.execute(&SYSTEM_ACCOUNT_OF_CURRENCY, &[Some(text_datum(code))]);
     if rows.is_empty() {
         return Err(WalletError::CurrencyNotFound {
             code: Text::from(code),
         });
     }
-    rows.get(0, 1).ok_or_else(|| {
+    Settlement::of_row(&rows, 0, 1).ok_or_else(|| {
         WalletError::DataCorrupted(format!(
             "wallet.currencies: currency {} has no system account",
             Text::from(code)
         ))
     })
+}
+
+/// Spreads a currency's cross-node settlement over `accounts` system accounts in all (its
+/// system account and further ones opened here, each with its account_opened event): the node's
+/// concurrent cross-node calls then lock one of them each, chosen by their key, instead of all
+/// the same row. Only more: fewer than it has is refused. Returns all of them, the system
+/// account first.
+pub fn spread_settlement(
+    conn: &Connection,
+    code: &[u8],
+    accounts: Option<i32>,
+) -> WalletResult<Vec<i64>> {
+    let _tables = Tables::open(c"a wallet settlement spread", Also::Nothing)?;
+    let rows = conn.execute(&SETTLEMENT_CURRENCY, &[Some(text_datum(code))]);
+    if rows.is_empty() {
+        return Err(WalletError::CurrencyNotFound {
+            code: Text::from(code),
+        });
+    }
+    let system: i64 = rows.get(0, 1).ok_or_else(|| {
+        WalletError::DataCorrupted(format!(
+            "wallet.currencies: currency {} has no system account",
+            Text::from(code)
+        ))
+    })?;
+    let mut further: Vec<i64> = rows
+        .get::<Vec<Option<i64>>>(0, 2)
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect();
+    let open = wallet_core::settlement::accounts_to_open(further.len() + 1, accounts)?;
+    if open > 0 {
+        let rows = conn.execute(
+            &SETTLEMENT_OPEN,
+            &[Some(text_datum(code)), (open as i32).into_datum()],
+        );
+        further = if rows.is_empty() {
+            Vec::new()
+        } else {
+            rows.get::<Vec<Option<i64>>>(0, 1)
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .collect()
+        };
+    }
+    let mut all = vec![system];
+    all.extend(further);
+    Ok(all)
 }
 
 /// The account's state, or AccountNotFound.
@@ -410,9 +509,19 @@ pub fn create_currency(conn: &Connection, code: &[u8], scale: i32) -> WalletResu
 /// in memory, then writes the final balances and the events, as the single transfer does.
 /// Returns one result per input transfer, with its transfer id.
 pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<Vec<BatchResult>> {
+    transfer_batch_with(conn, inputs, None)
+}
+
+/// [`transfer_batch`], with the stored events of its keys when the caller read them already
+/// ([`stored_postings`]).
+pub fn transfer_batch_with(
+    conn: &Connection,
+    inputs: &[BatchInput],
+    prior: Option<HashMap<Vec<u8>, PriorTransfer>>,
+) -> WalletResult<Vec<BatchResult>> {
     let tables = Tables::open(c"a wallet transfer batch", Also::Nothing)?;
     let checked = batch::check_arguments(inputs);
-    let prior = batch_prior(conn, inputs);
+    let prior = prior.unwrap_or_else(|| batch_prior(conn, inputs));
     let mut ids: Vec<i64> = checked
         .iter()
         .flatten()
@@ -458,11 +567,15 @@ pub fn transfer_batch(conn: &Connection, inputs: &[BatchInput]) -> WalletResult<
 /// committed by a concurrent transaction after this look-up is found by the unique index when
 /// the event is written.
 fn batch_prior(conn: &Connection, inputs: &[BatchInput]) -> HashMap<Vec<u8>, PriorTransfer> {
-    let keys: Vec<Datum> = inputs
-        .iter()
-        .filter_map(|t| t.idempotency_key)
-        .map(text_datum)
-        .collect();
+    stored_postings(conn, inputs.iter().filter_map(|t| t.idempotency_key))
+}
+
+/// The stored events of these idempotency keys, by key.
+pub fn stored_postings<'k>(
+    conn: &Connection,
+    keys: impl Iterator<Item = &'k [u8]>,
+) -> HashMap<Vec<u8>, PriorTransfer> {
+    let keys: Vec<Datum> = keys.map(text_datum).collect();
     let mut prior = HashMap::new();
     if !keys.is_empty() {
         let rows = conn.execute(&BATCH_PRIOR, &[Some(text_array_datum(&keys))]);
@@ -566,8 +679,11 @@ impl LockedBatch<'_, '_> {
     }
 }
 
-/// The accounts' currencies and their currencies' system accounts, in one statement.
-pub(crate) fn settlements(conn: &Connection, account_ids: &[i64]) -> HashMap<i64, (Text, i64)> {
+/// The accounts' currencies and where their currencies settle, in one statement.
+pub(crate) fn settlements(
+    conn: &Connection,
+    account_ids: &[i64],
+) -> HashMap<i64, (Text, Settlement)> {
     let ids: Vec<Option<i64>> = account_ids.iter().copied().map(Some).collect();
     let rows = conn.execute(&ACCOUNT_SETTLEMENT, &[ids.into_datum()]);
     (0..rows.len())
@@ -575,9 +691,9 @@ pub(crate) fn settlements(conn: &Connection, account_ids: &[i64]) -> HashMap<i64
             match (
                 rows.get::<i64>(r, 1),
                 rows.bytes(r, 2),
-                rows.get::<i64>(r, 3),
+                Settlement::of_row(&rows, r, 3),
             ) {
-                (Some(id), Some(currency), Some(system)) => Some((id, (Text(currency), system))),
+                (Some(id), Some(currency), Some(s)) => Some((id, (Text(currency), s))),
                 _ => None,
             }
         })

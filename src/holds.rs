@@ -18,7 +18,7 @@ use wallet_core::transfer;
 use crate::accounts::{Accounts, LockedAccount};
 use crate::catalog::{Also, Tables};
 use crate::commands::{
-    query, settlements, system_account_of_currency, text_array_datum, text_datum,
+    query, settlement_of_currency, settlements, text_array_datum, text_datum, Settlement,
 };
 use crate::error::{WalletError, WalletResult};
 use crate::events::{self, EventWriter, MoneyEvent};
@@ -84,9 +84,9 @@ query!(
     true
 );
 query!(
-    SYSTEM_ACCOUNT_OF_HOLD,
+    SETTLEMENT_OF_ACCOUNT,
     8,
-    "system_account_of.sql",
+    "settlement_of_account.sql",
     [I8],
     false
 );
@@ -101,7 +101,7 @@ pub const KEPT: &[&Kept] = &[
     &HOLD_IDS,
     &HOLD_INSERT_MANY,
     &HOLD_FINISH_MANY,
-    &SYSTEM_ACCOUNT_OF_HOLD,
+    &SETTLEMENT_OF_ACCOUNT,
 ];
 
 /// Row `row` of hold_lookup.sql / hold_expired.sql.
@@ -213,32 +213,36 @@ pub struct TryCall<'a> {
     pub key_lock: KeyLock,
 }
 
-/// The system accounts one command looked up, by currency code and by an account of the
-/// currency: a participant call with many tries asks the same question for every item, and the
-/// answer cannot change (a currency keeps its system account, an account its currency).
+/// Where currencies settle, as one command looked them up, by currency code and by an account of
+/// the currency: a participant call with many tries asks the same question for every item (a
+/// currency keeps its system account, an account its currency; settlement accounts added by a
+/// concurrent spread_settlement count from the next command on).
 #[derive(Default)]
 struct Systems {
-    by_currency: HashMap<Vec<u8>, i64>,
-    by_account: HashMap<i64, i64>,
+    by_currency: HashMap<Vec<u8>, Settlement>,
+    by_account: HashMap<i64, Settlement>,
 }
 
-/// The system account standing in for a side left NULL.
+/// The system account standing in for a side left NULL: one of the currency's settlement
+/// accounts, chosen by the hold's gtid (`key`).
 fn resolve_side(
     conn: &Connection,
     systems: &mut Systems,
     side: Option<i64>,
     other: Option<i64>,
     currency: Option<&[u8]>,
+    key: &[u8],
 ) -> WalletResult<i64> {
     if let Some(id) = side {
         return Ok(id);
     }
     if let Some(code) = currency {
-        if let Some(&id) = systems.by_currency.get(code) {
-            return Ok(id);
+        if let Some(s) = systems.by_currency.get(code) {
+            return Ok(s.account_for(key));
         }
-        let id = system_account_of_currency(conn, code)?;
-        systems.by_currency.insert(code.to_vec(), id);
+        let s = settlement_of_currency(conn, code)?;
+        let id = s.account_for(key);
+        systems.by_currency.insert(code.to_vec(), s);
         return Ok(id);
     }
     let other = other.ok_or_else(|| {
@@ -247,17 +251,17 @@ fn resolve_side(
             "the debit and credit accounts cannot both be NULL",
         )
     })?;
-    if let Some(&id) = systems.by_account.get(&other) {
-        return Ok(id);
+    if let Some(s) = systems.by_account.get(&other) {
+        return Ok(s.account_for(key));
     }
-    let rows = conn.execute(&SYSTEM_ACCOUNT_OF_HOLD, &[other.into_datum()]);
+    let rows = conn.execute(&SETTLEMENT_OF_ACCOUNT, &[other.into_datum()]);
     if rows.is_empty() {
         return Err(WalletError::AccountNotFound { account_id: other });
     }
-    let id = rows
-        .get(0, 1)
+    let s = Settlement::of_row(&rows, 0, 1)
         .ok_or(WalletError::AccountNotFound { account_id: other })?;
-    systems.by_account.insert(other, id);
+    let id = s.account_for(key);
+    systems.by_account.insert(other, s);
     Ok(id)
 }
 
@@ -377,6 +381,7 @@ fn placement(
         call.debit_account_id,
         call.credit_account_id,
         call.currency,
+        call.gtid,
     )?;
     let credit = resolve_side(
         conn,
@@ -384,6 +389,7 @@ fn placement(
         call.credit_account_id,
         Some(debit),
         call.currency,
+        call.gtid,
     )?;
     let request =
         transfer::check_transfer_arguments(Some(debit), Some(credit), Some(call.amount), None)?;
@@ -415,7 +421,14 @@ fn judge_place(
         if debit.currency.as_bytes() != code {
             // Both accounts share a currency (checked above), just not the one asked for.
             return Err(
-                match resolve_side(conn, &mut Systems::default(), None, None, Some(code)) {
+                match resolve_side(
+                    conn,
+                    &mut Systems::default(),
+                    None,
+                    None,
+                    Some(code),
+                    call.gtid,
+                ) {
                     Ok(system) => WalletError::CurrencyMismatch {
                         debit_account_id: debit.id,
                         debit_currency: debit.currency.clone(),
@@ -610,8 +623,8 @@ fn prefetched_systems(conn: &Connection, calls: &[TryCall]) -> Systems {
         .collect();
     let mut systems = Systems::default();
     if !others.is_empty() {
-        for (id, (_, system)) in settlements(conn, &others) {
-            systems.by_account.insert(id, system);
+        for (id, (_, settlement)) in settlements(conn, &others) {
+            systems.by_account.insert(id, settlement);
         }
     }
     systems

@@ -68,6 +68,9 @@ def setup():
                 c.execute("SELECT wallet.open_account('EUR', %s)", (owner,))
             c.execute("SELECT wallet.deposit(2, %s)", (DEPOSIT,))
             c.execute("SELECT wallet.close_account(4)")
+            # Settlement spread over three system accounts (5 and 6 besides 1): every case's
+            # branches settle against one of them, chosen by key, through every crash.
+            c.execute("SELECT wallet.spread_settlement('EUR', 3)")
     with connect(DSN_C) as c:
         c.execute("SELECT wallet.register_node('p', %s)", (DSN_P + " connect_timeout=5",))
         c.execute("SELECT wallet.register_node('q', %s)", (DSN_Q + " connect_timeout=5",))

@@ -530,8 +530,11 @@ fn drive_from(
             // The calls act on what this step commits: durable before they are sent, unless
             // each of them undoes itself at its node should this step be lost (a TC/C try, a
             // 2PC prepare: the next step, the decision, is durable, and flushes this one too).
-            let protocols: std::collections::HashMap<usize, Protocol> =
-                indexes.iter().zip(&gtxs).map(|(&i, g)| (i, g.protocol)).collect();
+            let protocols: std::collections::HashMap<usize, Protocol> = indexes
+                .iter()
+                .zip(&gtxs)
+                .map(|(&i, g)| (i, g.protocol))
+                .collect();
             if remotes.iter().any(|(_, r)| {
                 !protocols
                     .get(&r.wanted.gtx)

@@ -157,8 +157,8 @@ fn lock_accounts_in_order(conn: &Connection, items: &[TryItem]) -> WalletResult<
     for item in items {
         if item.debit_account_id.is_none() || item.credit_account_id.is_none() {
             let account = item.debit_account_id.or(item.credit_account_id);
-            if let Some((_, system)) = account.and_then(|a| known.get(&a)) {
-                ids.push(*system);
+            if let Some((_, settlement)) = account.and_then(|a| known.get(&a)) {
+                ids.push(settlement.account_for(item.gtid));
             }
         }
     }
@@ -255,6 +255,11 @@ pub fn post_branch(conn: &Connection, items: &[PostItem]) -> WalletResult<Vec<Re
         .filter_map(|item| item.debit_account_id.or(item.credit_account_id))
         .collect();
     let known = commands::settlements(conn, &accounts);
+    // A currency spread over several settlement accounts: a posting stored under its key
+    // already keeps the one it settled against (their number may have grown since), so that
+    // the repeat matches it. Read here, once, for the batch below too.
+    let spread = known.values().any(|(_, s)| !s.further.is_empty());
+    let prior = spread.then(|| commands::stored_postings(conn, items.iter().map(|i| i.key)));
     let mut resolved: Vec<Result<(i64, i64, Text), WalletError>> = Vec::with_capacity(items.len());
     for item in items {
         let account = item.debit_account_id.or(item.credit_account_id);
@@ -267,11 +272,16 @@ pub fn post_branch(conn: &Connection, items: &[PostItem]) -> WalletResult<Vec<Re
                 None => Err(WalletError::AccountNotFound {
                     account_id: account,
                 }),
-                Some((currency, system)) => Ok((
-                    item.debit_account_id.unwrap_or(*system),
-                    item.credit_account_id.unwrap_or(*system),
-                    currency.clone(),
-                )),
+                Some((currency, settlement)) => {
+                    let stored = prior.as_ref().and_then(|p| p.get(item.key));
+                    let settles = stored_settlement(item, settlement, stored)
+                        .unwrap_or_else(|| settlement.account_for(item.key));
+                    Ok((
+                        item.debit_account_id.unwrap_or(settles),
+                        item.credit_account_id.unwrap_or(settles),
+                        currency.clone(),
+                    ))
+                }
             },
         });
     }
@@ -286,7 +296,7 @@ pub fn post_branch(conn: &Connection, items: &[PostItem]) -> WalletResult<Vec<Re
             linked: item.linked,
         })
         .collect();
-    let results = commands::transfer_batch(conn, &inputs)?;
+    let results = commands::transfer_batch_with(conn, &inputs, prior)?;
     // A linked chain fails as a whole: report its failing member's reason for every member.
     let mut replies: Vec<Reply> = Vec::with_capacity(items.len());
     let mut start = 0;
@@ -320,6 +330,22 @@ pub fn post_branch(conn: &Connection, items: &[PostItem]) -> WalletResult<Vec<Re
         }
     }
     Ok(replies)
+}
+
+/// The settlement account a posting stored under the item's key settled against, when its
+/// other side is the item's and it is one of the currency's settlement accounts.
+fn stored_settlement(
+    item: &PostItem,
+    settlement: &commands::Settlement,
+    stored: Option<&wallet_core::transfer::PriorTransfer>,
+) -> Option<i64> {
+    let stored = stored?;
+    let side = match (item.debit_account_id, item.credit_account_id) {
+        (None, Some(credit)) if stored.credit_account_id == Some(credit) => stored.debit_account_id,
+        (Some(debit), None) if stored.debit_account_id == Some(debit) => stored.credit_account_id,
+        _ => None,
+    }?;
+    settlement.has(side).then_some(side)
 }
 
 /// Compensates postings made under `keys`: the reverse of each that took effect (a transfer

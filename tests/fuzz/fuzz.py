@@ -620,6 +620,12 @@ def c_create_currency(g):
     return Call("create_currency", "SELECT wallet.create_currency(%s::text, %s::int)", [g.new_currency_code(), scale])
 
 
+def c_spread_settlement(g):
+    accounts = g.r.choice([1, 2, 3, 4, 8]) if not g.wild else g.r.choice([None, 0, -1, 65, I32_MAX, I32_MIN, 64, 2])
+    return Call("spread_settlement", "SELECT wallet.spread_settlement(%s::text, %s::int)",
+                [g.currency(), accounts])
+
+
 def c_open_account(g):
     if g.chance(0.15):
         return Call("open_account", "SELECT wallet.open_account(%s::text)", [g.currency()])
@@ -1243,6 +1249,7 @@ SEQUENCES_TXN = [(seq_hold, 30), (seq_tcc, 12), (seq_post, 10), (seq_key, 20), (
 CALLS = {
     "transfer": (c_transfer, 90), "deposit": (c_deposit, 30), "withdraw": (c_withdraw, 25),
     "transfer_batch": (c_batch, 25), "create_currency": (c_create_currency, 4),
+    "spread_settlement": (c_spread_settlement, 3),
     "open_account": (c_open_account, 8), "freeze_account": (c_freeze, 5),
     "unfreeze_account": (c_unfreeze, 12), "close_account": (c_close, 3), "balance": (c_balance, 15),
     "get_account": (c_get_account, 6), "list_accounts": (c_list_accounts, 6),
@@ -1277,7 +1284,7 @@ MUST_BE_EMPTY = {"verify", "verify_postings", "verify_read_side", "check_snapsho
 PROCS = {"transfer_across", "transfer_global", "recover", "transfer_across_batch"}
 # granted to wallet_operator only (sql/grants.sql): wallet_reader must be refused them
 OPERATOR_ONLY = {
-    "create_currency", "open_account", "freeze_account", "unfreeze_account", "close_account", "transfer",
+    "create_currency", "spread_settlement", "open_account", "freeze_account", "unfreeze_account", "close_account", "transfer",
     "deposit", "withdraw", "transfer_batch", "seal", "_require_max_events", "refresh_read_side",
     "take_snapshot", "rebuild_read_side", "try_hold", "confirm_hold", "cancel_hold", "try_branch",
     "expire_holds", "tcc_try", "tcc_confirm", "tcc_cancel", "post_branch", "undo_branch",

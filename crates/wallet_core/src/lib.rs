@@ -10,6 +10,7 @@
 //! * [`batch`]: a batch of transfers judged in memory, with linked chains.
 //! * [`hold`]: the state machine of a hold (one Try-Confirm/Cancel branch on one database).
 //! * [`protocol`]: the state machines of a global transaction across databases.
+//! * [`settlement`]: which account settles a cross-node posting or hold.
 
 pub mod account;
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod hold;
 pub mod limits;
 pub mod locks;
 pub mod protocol;
+pub mod settlement;
 pub mod text;
 pub mod transfer;
 

@@ -22,3 +22,6 @@ pub const SEAL_EVENTS_MAX: i32 = 1_000_000;
 pub const NODE_NAME_LENGTH_MAX: usize = 50;
 /// Most legs (account movements) one global transaction may have.
 pub const GLOBAL_LEGS_MAX: usize = 16;
+/// Most accounts a currency's cross-node settlement may be spread over (its system account
+/// included; `spread_settlement`).
+pub const SETTLEMENT_ACCOUNTS_MAX: i32 = 64;

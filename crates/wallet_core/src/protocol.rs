@@ -565,7 +565,10 @@ mod tests {
         // For good once they arrive.
         for kind in [CallKind::Confirm, CallKind::Cancel] {
             for protocol in Protocol::ALL {
-                assert!(!undone_if_forgotten(protocol, kind), "{protocol:?} {kind:?}");
+                assert!(
+                    !undone_if_forgotten(protocol, kind),
+                    "{protocol:?} {kind:?}"
+                );
             }
         }
         assert!(!undone_if_forgotten(Protocol::Saga, CallKind::Try));
