@@ -73,8 +73,9 @@ pub(super) unsafe fn set_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
 
 /// Makes the current transaction's commit durable, as `synchronous_commit = on` would, when the
 /// session's setting is weaker (`off`, `local`, `remote_write`): until the transaction ends, like
-/// SET LOCAL. For every commit another node acts on: a step whose calls follow it (the record and
-/// the decision they carry), and a participant's answer. An asynchronous commit is lost when
+/// SET LOCAL. For every commit another node acts on: a step whose calls follow it (the decision
+/// they carry, a saga's step; not the step before a TC/C try or a 2PC prepare, which undo
+/// themselves if it is lost: `protocol::undone_if_forgotten`), and a participant's answer. An asynchronous commit is lost when
 /// its server crashes within wal_writer_delay or so; if another node had acted on it meanwhile,
 /// the nodes would disagree (a hold confirmed there, cancelled here by a recovery that found no
 /// decision; money credited there whose debit here was never recorded). The session's own
