@@ -330,14 +330,18 @@ impl Settlement {
     /// Columns `column` (the system account) and `column + 1` (the further ones) of `row`.
     pub(crate) fn of_row(rows: &Rows, row: usize, column: usize) -> Option<Settlement> {
         let system = rows.get::<i64>(row, column)?;
-        let further = rows
-            .get::<Vec<Option<i64>>>(row, column + 1)
-            .unwrap_or_default()
-            .into_iter()
-            .flatten()
-            .collect();
+        let further = ids_of(rows, row, column + 1);
         Some(Settlement { system, further })
     }
+}
+
+/// A bigint[] column of account ids (NULL, and NULL elements, left out).
+fn ids_of(rows: &Rows, row: usize, column: usize) -> Vec<i64> {
+    rows.get::<Vec<Option<i64>>>(row, column)
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Where a currency settles.
@@ -379,12 +383,7 @@ pub fn spread_settlement(
             Text::from(code)
         ))
     })?;
-    let mut further: Vec<i64> = rows
-        .get::<Vec<Option<i64>>>(0, 2)
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut further = ids_of(&rows, 0, 2);
     let open = wallet_core::settlement::accounts_to_open(further.len() + 1, accounts)?;
     if open > 0 {
         let rows = conn.execute(
@@ -394,11 +393,7 @@ pub fn spread_settlement(
         further = if rows.is_empty() {
             Vec::new()
         } else {
-            rows.get::<Vec<Option<i64>>>(0, 1)
-                .unwrap_or_default()
-                .into_iter()
-                .flatten()
-                .collect()
+            ids_of(&rows, 0, 1)
         };
     }
     let mut all = vec![system];
