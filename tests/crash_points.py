@@ -96,6 +96,37 @@ def recover():
         time.sleep(0.2)
 
 
+def moved_between(before, after):
+    """{(database, account): change} of every customer account whose balance changed."""
+    return {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)
+            if after.get(k, 0) != before.get(k, 0)}
+
+
+def stopped_call(fault, sql, params, session=()):
+    """Runs `sql` on the coordinator with wallet.fault set to `fault` (after the `session`
+    statements), expecting the fault to stop it (an ERROR, or the connection dying with the
+    backend); waits until cluster A is back (after a kill it restarts on its own,
+    restart_after_crash) and runs recovery. Returns whether the call came back normally."""
+    conn = connect(DSN_C)
+    returned = False
+    try:
+        for statement in session:
+            conn.execute(statement)
+        conn.execute("SELECT set_config('wallet.fault', %s, false)", (fault,))
+        conn.execute(sql, params)
+        returned = True
+    except psycopg.Error:
+        pass
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+    connect(DSN_C).close()
+    recover()
+    return returned
+
+
 def check_clean(context):
     for name, dsn in DATABASES:
         with connect(dsn) as c:
@@ -123,22 +154,9 @@ def run_case(number, protocol, point, mode, direction):
         legs, refused = [("local", 2, -amount), ("p", 4, amount)], True   # p's account 4 is closed
     before = balances()
     fault = point if point.startswith("lose_answers") else f"{point}:{mode}"
-    conn = connect(DSN_C)
-    try:
-        conn.execute("SELECT set_config('wallet.fault', %s, false)", (fault,))
-        conn.execute("CALL wallet.transfer_global(%s, %s, %s, %s, %s, %s::interval)",
-                     (gtid, [n for n, _, _ in legs], [a for _, a, _ in legs], [m for _, _, m in legs],
-                      protocol, "1 hour"))
-    except psycopg.Error:
-        pass  # the fault stopped it (an ERROR, or the connection died with the backend)
-    finally:
-        try:
-            conn.close()
-        except Exception:
-            pass
-    # After a kill, cluster A restarts on its own (restart_after_crash); wait until it is back.
-    connect(DSN_C).close()
-    recover()
+    stopped_call(fault, "CALL wallet.transfer_global(%s, %s, %s, %s, %s, %s::interval)",
+                 (gtid, [n for n, _, _ in legs], [a for _, a, _ in legs], [m for _, _, m in legs],
+                  protocol, "1 hour"))
     row = one(DSN_C, "SELECT outcome, finished_at IS NOT NULL FROM wallet.global_transactions WHERE gtid = %s", (gtid,))
     after = balances()
     if row is None:
@@ -150,10 +168,7 @@ def run_case(number, protocol, point, mode, direction):
         fail(f"{gtid}: outcome {outcome}, finished {finished}")
     if refused and outcome == "confirmed":
         fail(f"{gtid}: confirmed although the credit account is closed")
-    moved = {}
-    for key in set(before) | set(after):
-        if before.get(key, 0) != after.get(key, 0):
-            moved[key] = after.get(key, 0) - before.get(key, 0)
+    moved = moved_between(before, after)
     expected = {}
     if outcome == "confirmed":
         expected = {("c" if n == "local" else n, a): m for n, a, m in legs}
@@ -174,22 +189,10 @@ def run_batch_case(number, protocol, point, mode):
              (f"{tag}-refused", ("local", 2, "p", 4), True)]
     before = balances()
     fault = point if point.startswith("lose_answers") else f"{point}:{mode}"
-    conn = connect(DSN_C)
-    try:
-        conn.execute("SELECT set_config('wallet.fault', %s, false)", (fault,))
-        conn.execute("CALL wallet.transfer_across_batch(%s, %s, %s, %s, %s, %s, %s, %s::interval)",
-                     ([g for g, _, _ in items], [l[0] for _, l, _ in items], [l[1] for _, l, _ in items],
-                      [l[2] for _, l, _ in items], [l[3] for _, l, _ in items], [amount] * 3,
-                      protocol, "1 hour"))
-    except psycopg.Error:
-        pass
-    finally:
-        try:
-            conn.close()
-        except Exception:
-            pass
-    connect(DSN_C).close()
-    recover()
+    stopped_call(fault, "CALL wallet.transfer_across_batch(%s, %s, %s, %s, %s, %s, %s, %s::interval)",
+                 ([g for g, _, _ in items], [l[0] for _, l, _ in items], [l[1] for _, l, _ in items],
+                  [l[2] for _, l, _ in items], [l[3] for _, l, _ in items], [amount] * 3,
+                  protocol, "1 hour"))
     after = balances()
     expected = {}
     outcomes = {}
@@ -209,8 +212,7 @@ def run_batch_case(number, protocol, point, mode):
             expected[src] = expected.get(src, 0) - amount
             expected[dst] = expected.get(dst, 0) + amount
     expected = {k: v for k, v in expected.items() if v != 0}
-    moved = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)
-             if after.get(k, 0) != before.get(k, 0)}
+    moved = moved_between(before, after)
     if moved != expected:
         fail(f"{tag}: outcomes {outcomes}, but the balances moved {moved} (expected {expected})")
     check_clean(tag)
@@ -264,8 +266,7 @@ def run_async_case(number, protocol, crashed, batch):
     expected = {("c", 2): -amount, ("p", 3): amount}
     if batch:
         expected = {("c", 2): -amount, ("p", 3): amount, ("p", 2): -amount, ("c", 3): amount}
-    moved = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)
-             if after.get(k, 0) != before.get(k, 0)}
+    moved = moved_between(before, after)
     if moved != expected:
         fail(f"{tag}: confirmed, but after {crashed} crashed the balances moved {moved} (expected {expected})")
     check_clean(tag)
@@ -281,22 +282,10 @@ def run_async_forgotten_case(number, protocol):
     gtid = f"cp-{number}-{protocol}-async-forgotten"
     amount = 100 + number
     before = balances()
-    conn = connect(DSN_C)
-    try:
-        conn.execute("SET synchronous_commit = off")
-        conn.execute("SELECT set_config('wallet.fault', 'after_remote_try:kill', false)")
-        conn.execute("CALL wallet.transfer_global(%s, %s, %s, %s, %s, %s::interval)",
-                     (gtid, ["local", "p"], [2, 3], [-amount, amount], protocol, "2 seconds"))
+    if stopped_call("after_remote_try:kill", "CALL wallet.transfer_global(%s, %s, %s, %s, %s, %s::interval)",
+                    (gtid, ["local", "p"], [2, 3], [-amount, amount], protocol, "2 seconds"),
+                    session=["SET synchronous_commit = off"]):
         fail(f"{gtid}: the coordinator was not killed after the remote try")
-    except psycopg.Error:
-        pass
-    finally:
-        try:
-            conn.close()
-        except Exception:
-            pass
-    connect(DSN_C).close()
-    recover()
     row = one(DSN_C, "SELECT outcome, finished_at IS NOT NULL FROM wallet.global_transactions WHERE gtid = %s",
               (gtid,))
     if row is not None and row != ("cancelled", True):
@@ -307,19 +296,24 @@ def run_async_forgotten_case(number, protocol):
             c.execute("SELECT wallet.expire_holds()")
     after = balances()
     if after != before:
-        moved = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)
-                 if after.get(k, 0) != before.get(k, 0)}
-        fail(f"{gtid}: killed before its decision, but the balances moved {moved}")
+        fail(f"{gtid}: killed before its decision, but the balances moved {moved_between(before, after)}")
     check_clean(gtid)
     return row is None
 
 
+def set_synchronous_commit_default(value):
+    """Every database's default synchronous_commit: `= off`, or None for the server's."""
+    for name, dsn in DATABASES:
+        with connect(dsn) as c:
+            if value is None:
+                c.execute(f"ALTER DATABASE {name} RESET synchronous_commit")
+            else:
+                c.execute(f"ALTER DATABASE {name} SET synchronous_commit {value}")
+
+
 def run_async_cases(number):
     """run_async_case for every protocol (and batches of TC/C and Saga), each cluster crashed."""
-    for _, dsn in DATABASES:
-        with connect(dsn) as c:
-            (db,) = c.execute("SELECT current_database()").fetchone()
-            c.execute(f"ALTER DATABASE {db} SET synchronous_commit = off")
+    set_synchronous_commit_default("= off")
     cases = 0
     for protocol, batch in (("tcc", False), ("2pc", False), ("saga", False), ("tcc", True), ("saga", True)):
         for crashed in ("cpA", "cpB"):
@@ -331,10 +325,7 @@ def run_async_cases(number):
         number += 1
         cases += 1
         forgotten += run_async_forgotten_case(number, protocol)
-    for _, dsn in DATABASES:
-        with connect(dsn) as c:
-            (db,) = c.execute("SELECT current_database()").fetchone()
-            c.execute(f"ALTER DATABASE {db} RESET synchronous_commit")
+    set_synchronous_commit_default(None)
     print(f"crash points: {cases} transfers with synchronous_commit off everywhere, each followed by "
           f"a crash: every one answered confirmed stayed confirmed on both nodes; of the two killed "
           f"after a tentative remote call, {forgotten} lost their record and left nothing behind either",

@@ -56,6 +56,20 @@ impl Drop for Pinned {
 /// # Safety
 /// Inside a transaction, at a nest level the caller pops.
 pub(super) unsafe fn set_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+    // SAFETY: as the caller promises.
+    unsafe { set_guc_as(name, value, pg_sys::GucAction::GUC_ACTION_SAVE) };
+}
+
+/// Sets a user-settable GUC with `action` (SAVE: for the current nest level; LOCAL: until the
+/// transaction ends).
+///
+/// # Safety
+/// Inside a transaction; for SAVE, at a nest level the caller pops.
+unsafe fn set_guc_as(
+    name: &std::ffi::CStr,
+    value: &std::ffi::CStr,
+    action: pg_sys::GucAction::Type,
+) {
     // SAFETY: as the caller promises; both strings are NUL-terminated.
     unsafe {
         pg_sys::set_config_option(
@@ -63,7 +77,7 @@ pub(super) unsafe fn set_guc(name: &std::ffi::CStr, value: &std::ffi::CStr) {
             value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
+            action,
             true,
             0,
             false,
@@ -87,15 +101,10 @@ pub(crate) fn commit_durably() {
         if pg_sys::synchronous_commit
             < pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_REMOTE_FLUSH as i32
         {
-            pg_sys::set_config_option(
-                c"synchronous_commit".as_ptr(),
-                c"on".as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
+            set_guc_as(
+                c"synchronous_commit",
+                c"on",
                 pg_sys::GucAction::GUC_ACTION_LOCAL,
-                true,
-                0,
-                false,
             );
         }
     }
